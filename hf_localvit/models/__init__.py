@@ -1,0 +1,1 @@
+"""Model families of hf-localvit, one folder each."""

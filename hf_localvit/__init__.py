@@ -4,6 +4,7 @@ Importing this package registers every config and model with the transformers Au
 """
 
 from .auto_registration import register_auto_classes
+from .compat import patch_auto_backbone_local_loading
 from .models.dwnet import (
     DOWNSTREAM_FLAVOUR,
     DWNET_PRESETS,
@@ -17,6 +18,7 @@ from .models.dwnet import (
 )
 
 register_auto_classes()
+patch_auto_backbone_local_loading()
 
 __version__ = "0.1.0"
 

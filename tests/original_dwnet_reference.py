@@ -251,7 +251,16 @@ def _inhomogeneous_dwconv(
     weight = F.conv2d(hidden, sd[p + "conv2.0.weight"], sd[p + "conv2.0.bias"])  # (b, G*k*k, h, w)
     groups = weight.shape[1] // (k * k)
     assert groups * k * k == weight.shape[1] and c % groups == 0
-    weight = weight.view(b, groups, k, k, h, w)
+    return inhomogeneous_conv_unfold(x, weight.view(b, groups, k, k, h, w))
+
+
+def inhomogeneous_conv_unfold(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """The original CUDA kernel's computation (stride 1, dilation 1, zero padding (k-1)//2, no bias).
+
+    x: (B, C, H, W); weight: (B, G, k, k, H, W); channel c uses group c // (C / G).
+    """
+    b, c, h, w = x.shape
+    groups, k = weight.shape[1], weight.shape[2]
     # unfold: (b, c*k*k, h*w), rows ordered (channel, kernel row, kernel col)
     windows = F.unfold(x, kernel_size=k, padding=(k - 1) // 2).view(b, groups, c // groups, k * k, h * w)
     taps = weight.reshape(b, groups, 1, k * k, h * w)
@@ -342,6 +351,8 @@ def original_forward(
     *,
     downstream: bool = False,
     kernel_size: int = 7,
+    stage_outputs: bool = False,
+    pad_to_kernel_multiple: bool | None = None,
 ):
     """The original DWNet forward pass, from an original-format state dict.
 
@@ -349,7 +360,13 @@ def original_forward(
     LayerNorm and average pool (`logits` is `None` if the state dict has no head).
     Downstream (`downstream=True`, keys prefixed `backbone.`, or not): returns the list of the stage outputs
     after their BatchNorms `norm0..normN`, as NCHW maps.
+
+    `stage_outputs=True` (classification flavour) returns instead the raw NCHW output of every stage (before patch
+    merging, no norm). `pad_to_kernel_multiple` overrides the downstream per-block padding (default: on exactly
+    when `downstream`); it exists for negative controls only.
     """
+    if pad_to_kernel_multiple is None:
+        pad_to_kernel_multiple = downstream
     prefixed = any(key.startswith(DOWNSTREAM_PREFIX) for key in state_dict)
     if prefixed and not downstream:
         raise ValueError("A `backbone.`-prefixed (downstream) state dict needs downstream=True.")
@@ -377,15 +394,19 @@ def original_forward(
     outputs = []
     for stage, depth in enumerate(depths):
         for block in range(depth):
-            x = _spatial_block(sd, f"layers.{stage}.blocks.{block}.", x, height, width, kernel_size, downstream)
+            x = _spatial_block(
+                sd, f"layers.{stage}.blocks.{block}.", x, height, width, kernel_size, pad_to_kernel_multiple
+            )
+        b, _, c = x.shape
+        stage_map = x.view(b, height, width, c).permute(0, 3, 1, 2).contiguous()
         if downstream and f"norm{stage}.weight" in sd:
-            b, _, c = x.shape
-            out = x.view(b, height, width, c).permute(0, 3, 1, 2).contiguous()
-            outputs.append(_bn(sd, f"norm{stage}", out))
+            outputs.append(_bn(sd, f"norm{stage}", stage_map))
+        elif not downstream and stage_outputs:
+            outputs.append(stage_map)
         if stage < len(depths) - 1:
             x, height, width = _patch_merging(sd, f"layers.{stage}.downsample.", x, height, width)
 
-    if downstream:
+    if downstream or stage_outputs:
         return outputs
     x = _ln(sd, "norm", x)
     pooled = x.mean(dim=1)  # AdaptiveAvgPool1d(1) over the tokens
@@ -393,4 +414,4 @@ def original_forward(
     return logits, pooled
 
 
-__all__ = ["make_original_state_dict", "original_forward", "original_key_shapes"]
+__all__ = ["inhomogeneous_conv_unfold", "make_original_state_dict", "original_forward", "original_key_shapes"]

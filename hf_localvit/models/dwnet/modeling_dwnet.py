@@ -222,7 +222,7 @@ class DWNetStage(nn.Module):
 class DWNetEncoder(nn.Module):
     def __init__(self, config: DWNetConfig) -> None:
         super().__init__()
-        rates = torch.linspace(0, config.drop_path_rate, sum(config.depths)).tolist()
+        rates = torch.linspace(0, config.drop_path_rate, sum(config.depths), device="cpu").tolist()
         starts = [sum(config.depths[:index]) for index in range(len(config.depths))]
         self.stages = nn.ModuleList(
             [

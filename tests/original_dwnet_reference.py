@@ -153,7 +153,7 @@ def make_original_state_dict(
 
     Every norm is randomised (BatchNorm affine and running stats with running_var in [0.5, 1.5], LayerNorm affine)
     as is the dynamic conv's bias, so a skipped norm, a swapped order or a mis-read reshape cannot pass by chance.
-    Weight scales (uniform in +-1/sqrt(fan_in); predicted kernels scaled by 1/k) keep activations O(1).
+    Weight scales (uniform in +-1/sqrt(fan_in); predicted kernel taps ~1/k) keep activations O(1).
     """
     generator = torch.Generator().manual_seed(seed)
 
@@ -178,11 +178,15 @@ def make_original_state_dict(
             value = uniform(shape, 0.5, 1.5)
         elif len(shape) == 1 and leaf == "weight":  # BatchNorm / LayerNorm scale
             value = uniform(shape, 0.5, 1.5)
-        elif short.endswith("attn2conv.conv.conv2.weight") or short.endswith("attn2conv.conv.conv2.0.weight"):
-            # kernel predictors: each predicted tap ~ 1/k so the k x k conv output stays O(1)
-            value = symmetric(shape, 1.0 / (k * math.sqrt(shape[1])))
-        elif short.endswith("attn2conv.conv.conv2.bias") or short.endswith("attn2conv.conv.conv2.0.bias"):
-            value = symmetric(shape, 1.0 / k)
+        elif short.endswith(("attn2conv.conv.conv1.weight", "attn2conv.conv.conv1.0.weight")):
+            # kernel predictors' bottleneck: larger than default so that its BatchNorm input is O(1) and the
+            # predicted (input-dependent) part of the kernels is not swamped by the conv2 bias
+            value = symmetric(shape, 3.0 / math.sqrt(shape[1]))
+        elif short.endswith(("attn2conv.conv.conv2.weight", "attn2conv.conv.conv2.0.weight")):
+            # each predicted tap ~ 1/k so the k x k conv output stays O(1)
+            value = symmetric(shape, 2.0 / (k * math.sqrt(shape[1])))
+        elif short.endswith(("attn2conv.conv.conv2.bias", "attn2conv.conv.conv2.0.bias")):
+            value = symmetric(shape, 0.5 / k)
         elif leaf == "weight":  # convs and linears
             fan_in = math.prod(shape[1:])
             value = symmetric(shape, 1.0 / math.sqrt(fan_in))

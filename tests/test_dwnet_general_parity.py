@@ -271,7 +271,9 @@ def test_every_original_weight_matters(config_name, downstream):
             continue
         perturbed = dict(state_dict)
         perturbed[key] = value + 0.5 * torch.randn(value.shape, generator=gen)
-        if (outputs(perturbed) - baseline).abs().max().item() <= 100 * TOLERANCE:
+        change = (outputs(perturbed) - baseline).abs().max().item()
+        if change <= 100 * TOLERANCE:
+            print(key, change)
             insensitive.append(key)
     assert not insensitive, f"outputs barely depend on {insensitive}"
 

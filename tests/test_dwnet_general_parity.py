@@ -252,16 +252,16 @@ def test_backbone_only_on_classification_checkpoint_matches_reference(config_nam
     [("inhomo-e16-d121-k5-r4-g248", False), ("dynamic-e16-d121-k7-r2", True), ("static-e16-d121-k5-r2", True)],
 )
 def test_every_original_weight_matters(config_name, downstream):
-    """Perturbing any single floating tensor of the random state dict (norm stats included) moves the output far
-    beyond the tolerance, so a skipped norm or a mis-read weight cannot pass the parity checks by accident."""
+    """Perturbing any single floating tensor of the random state dict (norm stats included) moves the output by
+    more than 10x the tolerance, so a skipped norm or a mis-read weight cannot pass the parity checks by accident."""
     kernel_size = CONFIGS[config_name]["kernel_size"]
     state_dict = make_original_state_dict(**CONFIGS[config_name], num_classes=NUM_CLASSES, downstream=downstream)
-    pixel_values = random_pixels((1, 3, 29, 31), seed=7)
+    pixel_values = random_pixels((2, 3, 37, 53), seed=7)
 
     def outputs(sd):
         with torch.no_grad():
             result = original_forward(sd, pixel_values, downstream=downstream, kernel_size=kernel_size)
-        return torch.cat([t.flatten() for t in (result if downstream else result)])
+        return torch.cat([t.flatten() for t in result if t is not None])
 
     baseline = outputs(state_dict)
     gen = torch.Generator().manual_seed(11)
@@ -270,11 +270,13 @@ def test_every_original_weight_matters(config_name, downstream):
         if not value.is_floating_point():
             continue
         perturbed = dict(state_dict)
-        perturbed[key] = value + 0.5 * torch.randn(value.shape, generator=gen)
+        if key.endswith("running_var"):  # keep variances positive
+            perturbed[key] = value * (1.5 + torch.rand(value.shape, generator=gen))
+        else:
+            perturbed[key] = value + 0.5 * torch.randn(value.shape, generator=gen)
         change = (outputs(perturbed) - baseline).abs().max().item()
-        if change <= 100 * TOLERANCE:
-            print(key, change)
-            insensitive.append(key)
+        if not change > 10 * TOLERANCE:  # NaN counts as insensitive too
+            insensitive.append(f"{key} ({change:.2g})")
     assert not insensitive, f"outputs barely depend on {insensitive}"
 
 

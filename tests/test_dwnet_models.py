@@ -201,12 +201,18 @@ def test_gradient_checkpointing_gives_same_gradients(mixer):
         model(pixel_values, labels=labels).loss.backward()
         return {name: p.grad.clone() for name, p in model.named_parameters()}
 
+    initial_state = {k: v.clone() for k, v in model.state_dict().items()}
     reference = gradients()
+    reference_buffers = {k: v.clone() for k, v in model.named_buffers()}
+    model.load_state_dict(initial_state)
     model.activation_checkpointing_enable()
     assert any(getattr(m, "gradient_checkpointing", False) for m in model.modules())
     checkpointed = gradients()
     for name, grad in reference.items():
         torch.testing.assert_close(checkpointed[name], grad, rtol=1e-5, atol=1e-6, msg=name)
+    # The recomputation in backward must not update BatchNorm statistics a second time.
+    for name, buffer in model.named_buffers():
+        torch.testing.assert_close(buffer, reference_buffers[name], rtol=0, atol=0, msg=name)
 
 
 @pytest.mark.parametrize("mixer", MIXERS)

@@ -6,6 +6,9 @@ channel dimension, and every point-wise layer is a 1x1 convolution, so `channels
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -33,6 +36,22 @@ def pad_bottom_right(features: torch.Tensor, multiple: int) -> torch.Tensor:
     if pad_height == 0 and pad_width == 0:
         return features
     return F.pad(features, (0, pad_width, 0, pad_height))
+
+
+@contextlib.contextmanager
+def frozen_batch_norm_statistics(module: nn.Module) -> Iterator[None]:
+    """Run `module`'s BatchNorms on batch statistics without updating their running statistics."""
+    batch_norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [(m.momentum, m.num_batches_tracked.clone() if m.num_batches_tracked is not None else None) for m in batch_norms]
+    for m in batch_norms:
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, (momentum, tracked) in zip(batch_norms, saved):
+            m.momentum = momentum
+            if tracked is not None:
+                m.num_batches_tracked.copy_(tracked)
 
 
 class DWNetLayerNorm(nn.LayerNorm):
@@ -172,6 +191,14 @@ class DWNetLayer(GradientCheckpointingLayer):
         self.drop_path = StochasticDepth(drop_path, mode="row") if drop_path > 0 else nn.Identity()
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
+        if self.gradient_checkpointing and self.training and torch._C._current_graph_task_id() != -1:
+            # Activation checkpointing re-runs this layer inside backward: its BatchNorm statistics were already
+            # updated by the first forward, so the recomputation must not update them a second time.
+            with frozen_batch_norm_statistics(self):
+                return self.mix_and_mlp(features)
+        return self.mix_and_mlp(features)
+
+    def mix_and_mlp(self, features: torch.Tensor) -> torch.Tensor:
         height, width = features.shape[-2:]
         mixer_input = pad_bottom_right(features, self.kernel_size) if self.pad_to_kernel_multiple else features
         mixed = self.spatial_mixing(mixer_input)[..., :height, :width]

@@ -144,3 +144,17 @@ def test_full_size_key_lists_map_completely(reference_dir):
                 convert_dwnet_state_dict(state_dict, backbone_only=backbone_only)
             except NotImplementedError:
                 pass  # the strict key check passed; copying meta tensors is what fails
+
+
+def test_inhomogeneous_kernel_size_is_read_consistently_across_stages():
+    """25 groups of 3x3 kernels (225 values) must not be mistaken for 7x7 or 5x5 kernels."""
+    from original_dwnet_reference import make_original_state_dict
+
+    from hf_localvit.convert.dwnet import convert_dwnet_state_dict
+
+    state_dict = make_original_state_dict(
+        embed_dim=100, depths=[1, 1, 1, 1], mixer="inhomogeneous", kernel_size=3, group_channels=[4, 8, 16, 32]
+    )
+    model = convert_dwnet_state_dict(state_dict)
+    assert model.config.kernel_size == 3
+    assert model.config.inhomogeneous_group_channels == [4, 8, 16, 32]

@@ -78,6 +78,18 @@ def split_downstream_backbone(state_dict: Mapping[str, torch.Tensor]) -> tuple[d
     return dict(state_dict), False
 
 
+def infer_inhomogeneous_kernel_size(widths: list[int], outputs: list[int]) -> int:
+    """Each stage predicts `groups * k * k` values with `groups` dividing the stage width: the odd `k` (the paper
+    uses 7) that explains every stage at once."""
+    for kernel_size in (7, 5, 3, 9, 11, 13, 1):
+        area = kernel_size**2
+        if all(count % area == 0 and width % (count // area) == 0 for width, count in zip(widths, outputs)):
+            return kernel_size
+    raise ConversionError(
+        f"Cannot read the kernel size of the inhomogeneous mixer: stage widths {widths}, predicted values {outputs}."
+    )
+
+
 def infer_dwnet_architecture(state_dict: Mapping[str, torch.Tensor], is_downstream: bool) -> DWNetCheckpointInfo:
     """Read embed dim, depths, mixer, kernel size, MLP ratio, reduction, groups and labels off the keys."""
     if "patch_embed.proj.weight" not in state_dict:
@@ -113,13 +125,12 @@ def infer_dwnet_architecture(state_dict: Mapping[str, torch.Tensor], is_downstre
         kwargs.update(mixer="dynamic", dynamic_reduction=embed_dim // reduced, kernel_size=math.isqrt(kernel_area))
     elif prefix + "conv1.0.weight" in state_dict:
         reduced = state_dict[prefix + "conv1.0.weight"].shape[0]
-        group_channels = []
-        kernel_size = None
-        for stage, width in enumerate(embed_dim * 2**index for index in range(len(depth_list))):
-            outputs = state_dict[f"layers.{stage}.blocks.0.attn2conv.conv.conv2.0.weight"].shape[0]
-            # outputs = groups * k * k with groups dividing the width; the paper's k is 7.
-            kernel_size = kernel_size or next(k for k in (7, 5, 3, 9, 11, 1) if outputs % (k * k) == 0)
-            group_channels.append(width // (outputs // kernel_size**2))
+        widths = [embed_dim * 2**index for index in range(len(depth_list))]
+        outputs = [
+            state_dict[f"layers.{stage}.blocks.0.attn2conv.conv.conv2.0.weight"].shape[0] for stage in range(len(widths))
+        ]
+        kernel_size = infer_inhomogeneous_kernel_size(widths, outputs)
+        group_channels = [width // (count // kernel_size**2) for width, count in zip(widths, outputs)]
         kwargs.update(
             mixer="inhomogeneous",
             dynamic_reduction=embed_dim // reduced,

@@ -25,6 +25,7 @@ from transformers.modeling_utils import PreTrainedModel
 from transformers.utils.generic import can_return_tuple
 
 from .configuration_dwnet import DWNetConfig
+from .fusion_dwnet import fuse_layer
 from .ops_dwnet import inhomogeneous_depthwise_conv2d, per_image_depthwise_conv2d
 
 
@@ -285,9 +286,35 @@ class DWNetPreTrainedModel(PreTrainedModel):
         if isinstance(module, nn.BatchNorm2d) and module.running_mean is not None:
             module.reset_running_stats()
 
+    def fuse_batch_norms(self) -> DWNetPreTrainedModel:
+        """Fold the blocks' BatchNorms into the adjacent convolutions for faster eval-time inference (in place).
+
+        Outputs equal the unfused model's up to float rounding. A fused model can neither train nor be saved: the
+        checkpoint format never changes, so save the unfused model and fuse after loading.
+        """
+        if self.training:
+            raise RuntimeError("BatchNorm folding uses the running statistics: call model.eval() before fuse_batch_norms().")
+        if not getattr(self, "batch_norms_fused", False):
+            for module in self.modules():
+                if isinstance(module, DWNetLayer):
+                    fuse_layer(module)
+            for module in self.modules():
+                module.batch_norms_fused = True
+        return self
+
+    def train(self, mode: bool = True) -> DWNetPreTrainedModel:
+        if mode and getattr(self, "batch_norms_fused", False):
+            raise RuntimeError("This model's BatchNorms were folded for inference; reload it to train.")
+        return super().train(mode)
+
     def save_pretrained(self, save_directory, *args, **kwargs):
         """Save weights and config; when the classes are registered for remote code, every DWNet Auto class is
         mapped so the folder also loads with `trust_remote_code=True` where `hf_localvit` is not installed."""
+        if getattr(self, "batch_norms_fused", False):
+            raise RuntimeError(
+                "This model's BatchNorms were folded by fuse_batch_norms(), which changes its weights' layout. "
+                "Save the unfused model (reload it) and fuse again after loading."
+            )
         if getattr(self, "_auto_class", None) is not None:
             self.config.auto_map = dict(DWNET_AUTO_MAP)
         return super().save_pretrained(save_directory, *args, **kwargs)

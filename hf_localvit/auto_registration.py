@@ -10,6 +10,7 @@ from transformers import (
 )
 
 from .models.dwnet import DWNetBackbone, DWNetConfig, DWNetForImageClassification, DWNetModel
+from .models.upernet_dwnet import register_upernet_dwnet
 
 
 def register_auto_classes() -> None:
@@ -24,3 +25,4 @@ def register_auto_classes() -> None:
         auto_class.register(DWNetConfig, model_class, exist_ok=True)
         model_class.register_for_auto_class(auto_class.__name__)
     DWNetConfig.register_for_auto_class()
+    register_upernet_dwnet()

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import StochasticDepth
+from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.backbone_utils import BackboneMixin
 from transformers.modeling_layers import GradientCheckpointingLayer
@@ -280,11 +281,11 @@ class DWNetPreTrainedModel(PreTrainedModel):
     _no_split_modules = ["DWNetLayer"]
 
     def _init_weights(self, module: nn.Module) -> None:
+        # transformers' `init` helpers leave tensors that were loaded from a checkpoint alone; torch's would not
+        # (a UperNet or detector re-initialises its backbone's submodules after loading).
         super()._init_weights(module)
         if isinstance(module, DWNetDynamicDepthwiseConv):
-            nn.init.zeros_(module.bias)
-        if isinstance(module, nn.BatchNorm2d) and module.running_mean is not None:
-            module.reset_running_stats()
+            init.zeros_(module.bias)
 
     def fuse_batch_norms(self) -> DWNetPreTrainedModel:
         """Fold the blocks' BatchNorms into the adjacent convolutions for faster eval-time inference (in place).

@@ -40,7 +40,11 @@ def run_converter(args: argparse.Namespace, convert: Callable[[], nn.Module], de
     parameters = sum(p.numel() for p in model.parameters())
     print(f"Wrote {describe(model)} ({parameters / 1e6:.2f}M parameters) to {args.output_dir}")
     if args.push_to_hub:
-        from ..hub import publish_folder
+        from ..hub import HubTokenError, PublishError, publish_folder
 
-        print(f"Published: {publish_folder(args.output_dir, args.push_to_hub)}")
+        try:
+            print(f"Published: {publish_folder(args.output_dir, args.push_to_hub)}")
+        except (PublishError, HubTokenError) as error:
+            print(f"error: the conversion succeeded, but publishing failed: {error}", file=sys.stderr)
+            return 2
     return 0

@@ -1,12 +1,35 @@
 """Reference PyTorch implementations of DWNet's two dynamic depth-wise convolutions.
 
-Both run on any device with autograd and are the numerical reference for faster kernels.
+Both run on any device with autograd and are the numerical reference for faster kernels. When `hf_localvit.ops`
+can be imported (it cannot in a saved model folder used through `trust_remote_code` without `hf_localvit`
+installed) each op hands CUDA tensors to its Triton kernels instead; `HF_LOCALVIT_OPS=reference|triton|auto`
+forces a path (see `hf_localvit.ops`).
 """
 
 from __future__ import annotations
 
+import os
+
 import torch
 import torch.nn.functional as F
+
+_fast_ops_module = None  # `hf_localvit.ops` once imported; False when it cannot be
+
+
+def _fast_ops(*tensors: torch.Tensor | None):
+    """`hf_localvit.ops` if it should run these tensors (CUDA and Triton by default), else None: the reference."""
+    global _fast_ops_module
+    if _fast_ops_module is None:
+        try:
+            from hf_localvit import ops as module
+        except ImportError:
+            module = False
+        _fast_ops_module = module
+    if _fast_ops_module is False:
+        if os.environ.get("HF_LOCALVIT_OPS", "").strip().lower() == "triton":
+            raise ImportError("HF_LOCALVIT_OPS=triton needs the `hf_localvit` package (its `hf_localvit.ops`).")
+        return None
+    return _fast_ops_module if _fast_ops_module.use_triton(*tensors) else None
 
 
 def per_image_depthwise_conv2d(
@@ -23,6 +46,9 @@ def per_image_depthwise_conv2d(
     The batch is folded into the channel dimension so one grouped convolution covers every image: no Python loop
     over the batch.
     """
+    fast_ops = _fast_ops(hidden_states, weight, bias)
+    if fast_ops is not None:
+        return fast_ops.per_image_depthwise_conv2d(hidden_states, weight, bias, padding)
     batch_size, channels, height, width = hidden_states.shape
     kernel_size = weight.shape[-1]
     folded_bias = bias.repeat(batch_size) if bias is not None else None
@@ -50,6 +76,9 @@ def inhomogeneous_depthwise_conv2d(hidden_states: torch.Tensor, weight: torch.Te
     The k*k kernel taps are accumulated one shifted view at a time, so no unfolded copy of the input is ever built:
     the extra memory is one output-sized temporary, whatever the kernel size.
     """
+    fast_ops = _fast_ops(hidden_states, weight)
+    if fast_ops is not None:
+        return fast_ops.inhomogeneous_depthwise_conv2d(hidden_states, weight, padding)
     batch_size, channels, height, width = hidden_states.shape
     groups, kernel_size = weight.shape[1], weight.shape[2]
     if channels % groups != 0:

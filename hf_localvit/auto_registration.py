@@ -10,6 +10,7 @@ from transformers import (
 )
 
 from .models.dwnet import DWNetBackbone, DWNetConfig, DWNetForImageClassification, DWNetModel
+from .models.cascade_mask_rcnn import register_cascade_mask_rcnn_auto_classes
 from .models.upernet_dwnet import register_upernet_dwnet
 
 
@@ -26,3 +27,4 @@ def register_auto_classes() -> None:
         model_class.register_for_auto_class(auto_class.__name__)
     DWNetConfig.register_for_auto_class()
     register_upernet_dwnet()
+    register_cascade_mask_rcnn_auto_classes()

@@ -34,3 +34,12 @@ def tiny_config_kwargs(mixer: str = "static", **overrides) -> dict:
     kwargs = {"embed_dim": 16, "depths": [1, 1, 2, 1], "mixer": mixer, "num_labels": 5, "drop_path_rate": 0.0}
     kwargs.update(overrides)
     return kwargs
+
+
+@pytest.fixture
+def single_thread():
+    """Small, many-shaped ops (detection heads): one thread is faster and steadier than two on a shared CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -12,18 +12,10 @@ import torch
 from hf_localvit.convert.cascade_mask_rcnn import convert_cascade_mask_rcnn_state_dict, main
 from hf_localvit.convert.checkpoint_io import load_original_checkpoint
 from hf_localvit.convert.key_mapping import ConversionError
-from hf_localvit.models.cascade_mask_rcnn import register_cascade_mask_rcnn_auto_classes
-
-register_cascade_mask_rcnn_auto_classes()
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """Small, many-shaped ops: one thread is faster and steadier than two on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 SMALL = "cascade_mask_rcnn_dwnet_small"
 

@@ -9,13 +9,7 @@ from transformers import AutoModelForObjectDetection, DeformableDetrConfig, Defo
 from hf_localvit import DWNetBackbone, DWNetConfig
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """Small, many-shaped ops: one thread is faster and steadier than two on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def tiny_deformable_detr_config(mixer: str) -> DeformableDetrConfig:

@@ -14,19 +14,11 @@ from hf_localvit.convert.dwnet import convert_dwnet_checkpoint
 from hf_localvit.models.cascade_mask_rcnn import (
     CascadeMaskRCNNConfig,
     CascadeMaskRCNNForInstanceSegmentation,
-    register_cascade_mask_rcnn_auto_classes,
 )
 
-register_cascade_mask_rcnn_auto_classes()
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """Small, many-shaped ops: one thread is faster and steadier than two on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 FIXTURES = ["cascade_mask_rcnn_dwnet_small", "cascade_mask_rcnn_dynamic_dwnet_small"]
 FPN_TOLERANCE = 1e-4

@@ -14,20 +14,12 @@ from hf_localvit.models.cascade_mask_rcnn import (
     CascadeMaskRCNNForInstanceSegmentation,
     CascadeMaskRCNNImageProcessor,
     CascadeMaskRCNNOutput,
-    register_cascade_mask_rcnn_auto_classes,
 )
 from hf_localvit.models.cascade_mask_rcnn.ops_cascade_mask_rcnn import paste_masks
 
-register_cascade_mask_rcnn_auto_classes()
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """Small, many-shaped ops: one thread is faster and steadier than two on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def tiny_cascade_config(**overrides) -> CascadeMaskRCNNConfig:

@@ -11,7 +11,6 @@ from hf_localvit import DWNetConfig
 from hf_localvit.models.cascade_mask_rcnn import (
     CascadeMaskRCNNConfig,
     CascadeMaskRCNNForInstanceSegmentation,
-    register_cascade_mask_rcnn_auto_classes,
 )
 from hf_localvit.models.cascade_mask_rcnn.losses_cascade_mask_rcnn import (
     max_iou_assign,
@@ -20,16 +19,9 @@ from hf_localvit.models.cascade_mask_rcnn.losses_cascade_mask_rcnn import (
 )
 from hf_localvit.models.cascade_mask_rcnn.ops_cascade_mask_rcnn import AnchorGenerator, DeltaXYWHBoxCoder
 
-register_cascade_mask_rcnn_auto_classes()
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """Small, many-shaped ops: one thread is faster and steadier than two on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 HEIGHT, WIDTH = 64, 96
 COLOURS = torch.tensor([[2.0, -1.0, -1.0], [-1.0, 2.0, -1.0], [-1.0, -1.0, 2.0]])

@@ -228,6 +228,15 @@ def require_token(token: str | None = None) -> str:
     return token
 
 
+def require_ready_to_publish(token: str | None = None) -> str:
+    """The token to upload with, after checking that uploading is possible at all (a token, not offline); lets a
+    long job (fine-tuning) fail before it starts rather than at the end."""
+    token = require_token(token)
+    if constants.is_offline_mode():
+        raise PublishError("HF_HUB_OFFLINE is set: unset it to publish to the Hub.")
+    return token
+
+
 def upload_model_folder(
     folder: str | Path,
     repo_id: str,
@@ -255,9 +264,7 @@ def upload_model_folder(
             raise PublishError(
                 f"No released model {card!r} to take the card from. Available: {', '.join(RELEASED_MODELS)}."
             )
-    token = require_token(token)
-    if constants.is_offline_mode():
-        raise PublishError("HF_HUB_OFFLINE is set: unset it to publish to the Hub.")
+    token = require_ready_to_publish(token)
     card_name = _write_card_if_needed(folder, repo_id, card)
     selection = publishable_files(folder)
 
@@ -316,6 +323,7 @@ __all__ = [
     "PublishResult",
     "publish_folder",
     "publishable_files",
+    "require_ready_to_publish",
     "require_token",
     "upload_model_folder",
 ]

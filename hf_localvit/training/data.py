@@ -30,22 +30,25 @@ class SplitSelection:
     validation: datasets.Dataset
     test: datasets.Dataset | None
     train_split: str
+    validation_split: str
     validation_description: str
 
 
-def _is_saved_to_disk(path: Path) -> bool:
+def is_saved_to_disk(path: Path) -> bool:
     return (path / "dataset_dict.json").is_file() or (
         (path / "state.json").is_file() and (path / "dataset_info.json").is_file()
     )
 
 
-def load_dataset_dict(dataset: str, config_name: str | None = None, revision: str | None = None) -> datasets.DatasetDict:
+def load_dataset_dict(
+    dataset: str, config_name: str | None = None, revision: str | None = None
+) -> datasets.DatasetDict:
     """Load `dataset` as a `DatasetDict`: a `save_to_disk` folder, a local image folder (`imagefolder`: one
     sub-folder per class, optionally under train/validation/test folders) or a Hub dataset id."""
     path = Path(dataset).expanduser()
     try:
         if path.is_dir():
-            if _is_saved_to_disk(path):
+            if is_saved_to_disk(path):
                 loaded = datasets.load_from_disk(str(path))
             else:
                 loaded = datasets.load_dataset("imagefolder", data_dir=str(path))
@@ -64,13 +67,18 @@ def load_dataset_dict(dataset: str, config_name: str | None = None, revision: st
     except DataError:
         raise
     except Exception as error:
-        offline = datasets.config.HF_HUB_OFFLINE
-        hint = (
-            " The Hub is offline (HF_HUB_OFFLINE=1): only datasets already in the cache can be loaded."
-            if offline
-            else " Check the name (and --dataset-config for datasets with several configurations), your network "
-            "and, for gated datasets, `hf auth login`."
-        )
+        if path.is_dir():
+            hint = (
+                " Give a folder of images with one sub-folder per class (optionally inside train/validation/test "
+                "folders), or a folder written by save_to_disk; datasets cannot read back a saved empty split."
+            )
+        elif datasets.config.HF_HUB_OFFLINE:
+            hint = " The Hub is offline (HF_HUB_OFFLINE=1): only datasets already in the cache can be loaded."
+        else:
+            hint = (
+                " Check the name (and --dataset-config for datasets with several configurations), your network "
+                "and, for gated datasets, `hf auth login`."
+            )
         raise DataError(f"Could not load dataset {dataset!r}: {error}.{hint}") from error
     if isinstance(loaded, datasets.Dataset):
         loaded = datasets.DatasetDict({"train": loaded})
@@ -185,7 +193,7 @@ def select_splits(
     check_not_empty(validation, validation_split or "validation (carved off)")
     test_name = "test" if "test" in dsd and validation_split != "test" and train_split != "test" else None
     test = dsd[test_name] if test_name else None
-    return SplitSelection(train, validation, test, train_split, description)
+    return SplitSelection(train, validation, test, train_split, validation_split or "validation", description)
 
 
 def check_not_empty(dataset: datasets.Dataset, split: str) -> None:

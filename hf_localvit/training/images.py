@@ -7,7 +7,7 @@ import os
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import BadImageError
 
@@ -59,6 +59,7 @@ def decode_image(value: Any, index: int, split: str) -> Image.Image:
         image = ImageOps.exif_transpose(image)
         return to_rgb(image)
     except Exception as error:  # any decoding failure: PIL raises OSError, SyntaxError, ValueError, ...
+        reason = "not an image format PIL can read" if isinstance(error, UnidentifiedImageError) else str(error)
         raise BadImageError(
-            f"Image {index} of split '{split}' ({_describe(value)}) cannot be read: {error}. {SKIP_HINT}"
+            f"Image {index} of split '{split}' ({_describe(value)}) cannot be read: {reason}. {SKIP_HINT}"
         ) from error

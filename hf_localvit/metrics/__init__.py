@@ -1,8 +1,9 @@
 """Local `evaluate` modules, so fine-tuning and evaluation work offline.
 
 `evaluate.load("accuracy")` would fetch the metric's script from the Hub; `load_metric("accuracy")` loads the copy
-shipped in this package instead (top-1 and top-k accuracy).
-"""
+shipped in this package instead: "accuracy" (top-1 and top-k), "mean_iou" (semantic segmentation: mean and
+per-class IoU and accuracy, from maps or from per-class areas counted on the device) and "coco_map" (COCO box and
+mask mAP by pycocotools)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 import evaluate
 
 METRICS_DIR = Path(__file__).resolve().parent
-LOCAL_METRICS = ("accuracy",)
+LOCAL_METRICS = ("accuracy", "mean_iou", "coco_map")
 
 
 def metric_path(name: str) -> str:

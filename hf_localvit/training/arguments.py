@@ -7,6 +7,8 @@ from collections.abc import Sequence
 
 from transformers import SchedulerType
 
+from .schedules import STEP_SCHEDULE
+
 DEFAULT_TASK = "image-classification"
 # The transformers schedules that need nothing but warm-up and total steps.
 SCHEDULERS = [
@@ -14,7 +16,7 @@ SCHEDULERS = [
     for kind in SchedulerType
     if kind.value
     in ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup", "inverse_sqrt")
-]
+] + [STEP_SCHEDULE]
 
 
 def _positive_int(text: str) -> int:
@@ -111,7 +113,8 @@ def add_common_arguments(parser: argparse.ArgumentParser, task_names: Sequence[s
         "--lr-scheduler",
         default="cosine",
         choices=SCHEDULERS,
-        help="transformers get_scheduler schedule (default: %(default)s).",
+        help="transformers get_scheduler schedule, or 'step' (mmdetection's: x0.1 at 27/36 and 33/36 of the steps) "
+        "(default: %(default)s).",
     )
     group.add_argument("--warmup-steps", type=_non_negative_int, help="Linear warm-up steps (overrides the ratio).")
     group.add_argument("--warmup-ratio", type=float, default=0.05, help="Warm-up as a fraction of the steps.")

@@ -3,8 +3,10 @@ handling; column detection; bad-image scanning; and the seeded torch `Dataset` t
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,16 @@ class SplitSelection:
     train_split: str
     validation_split: str
     validation_description: str
+
+
+@dataclass
+class DatasetSource:
+    """A loaded `--dataset` and how to name it (logs, results and the model card)."""
+
+    dataset: datasets.DatasetDict
+    name: str  # as given
+    hub_id: str | None  # None for local folders
+    kind: str  # the Hub id, "imagefolder" or "save_to_disk"
 
 
 def is_saved_to_disk(path: Path) -> bool:
@@ -90,6 +102,17 @@ def load_dataset_dict(
     return loaded
 
 
+def load_dataset_source(
+    dataset: str, config_name: str | None = None, revision: str | None = None
+) -> DatasetSource:
+    """`load_dataset_dict`, plus the names the model card gives the data."""
+    dsd = load_dataset_dict(dataset, config_name, revision)
+    path = Path(dataset).expanduser()
+    if path.exists():
+        return DatasetSource(dsd, dataset, None, "save_to_disk" if is_saved_to_disk(path) else "imagefolder")
+    return DatasetSource(dsd, dataset, dataset, dataset)
+
+
 def find_column(
     dataset: datasets.Dataset,
     requested: str | None,
@@ -97,30 +120,32 @@ def find_column(
     names: Sequence[str],
     what: str,
     flag: str,
+    exclude: Collection[str] = (),
+    names_first: bool = False,
 ) -> str:
-    """The column named `requested`, else the first column of `feature_type`, else the first of `names`."""
+    """The column named `requested`, else the first column of `feature_type`, else the first of `names` (with
+    `names_first`, the names are tried before the type); columns in `exclude` are never detected."""
     columns = list(dataset.column_names)
     if requested:
         if requested not in columns:
             raise DataError(f"The dataset has no {what} column {requested!r}. Its columns are: {', '.join(columns)}.")
         return requested
-    for column, feature in dataset.features.items():
-        if isinstance(feature, feature_type):
+    by_type = [column for column, feature in dataset.features.items() if isinstance(feature, feature_type)]
+    by_name = [name for name in names if name in columns]
+    for column in (by_name + by_type) if names_first else (by_type + by_name):
+        if column not in exclude:
             return column
-    for name in names:
-        if name in columns:
-            return name
     raise DataError(
         f"Could not find the {what} column. The dataset's columns are: {', '.join(columns)}. "
         f"Name the right one with {flag} COLUMN."
     )
 
 
-def find_image_column(dataset: datasets.Dataset, requested: str | None) -> str:
-    return find_column(dataset, requested, datasets.Image, IMAGE_COLUMN_NAMES, "image", "--image-column")
+def find_image_column(dataset: datasets.Dataset, requested: str | None, exclude: Collection[str] = ()) -> str:
+    return find_column(dataset, requested, datasets.Image, IMAGE_COLUMN_NAMES, "image", "--image-column", exclude)
 
 
-def undecoded_images(dsd: datasets.DatasetDict, column: str) -> datasets.DatasetDict:
+def undecoded_images(dsd: datasets.DatasetDict, column: str, flag: str = "--image-column") -> datasets.DatasetDict:
     """Cast the image column to `Image(decode=False)`, so rows hold bytes/paths and decoding (and its errors)
     happen in `decode_image`, which names the offending row."""
     feature = next(iter(dsd.values())).features[column]
@@ -129,7 +154,7 @@ def undecoded_images(dsd: datasets.DatasetDict, column: str) -> datasets.Dataset
     if isinstance(feature, datasets.Value) and feature.dtype in ("string", "large_string"):
         return dsd  # paths to image files
     raise DataError(
-        f"Column {column!r} holds {feature}, not images. Point --image-column at a column of images or image paths."
+        f"Column {column!r} holds {feature}, not images. Point {flag} at a column of images or image paths."
     )
 
 
@@ -194,6 +219,35 @@ def select_splits(
     test_name = "test" if "test" in dsd and validation_split != "test" and train_split != "test" else None
     test = dsd[test_name] if test_name else None
     return SplitSelection(train, validation, test, train_split, validation_split or "validation", description)
+
+
+def prepare_splits(
+    dsd: datasets.DatasetDict,
+    args: argparse.Namespace,
+    image_columns: Sequence[str] = ("image",),
+    stratify_by_column: str | None = None,
+) -> SplitSelection:
+    """The splits of a run from the common options: `select_splits`, then the seeded `--max-train-samples` /
+    `--max-eval-samples` subsets, then (`--skip-bad-images`) without the rows whose `image_columns` cannot be read."""
+    splits = select_splits(
+        dsd, args.train_split, args.validation_split, args.validation_fraction, args.seed, stratify_by_column
+    )
+    train = seeded_subset(splits.train, args.max_train_samples, args.seed)
+    validation = seeded_subset(splits.validation, args.max_eval_samples, args.seed)
+    if args.skip_bad_images:
+        for column in image_columns:
+            train = drop_unreadable_images(train, column, splits.train_split, args.num_workers)
+            validation = drop_unreadable_images(validation, column, splits.validation_split, args.num_workers)
+    check_not_empty(train, splits.train_split)
+    check_not_empty(validation, splits.validation_split)
+    return dataclasses.replace(splits, train=train, validation=validation)
+
+
+def seeded_subset(dataset: datasets.Dataset, max_rows: int | None, seed: int) -> datasets.Dataset:
+    """`max_rows` rows drawn at random with `seed` (all of them when `max_rows` is None or not smaller)."""
+    if max_rows is None or max_rows >= len(dataset):
+        return dataset
+    return dataset.shuffle(seed=seed).select(range(max_rows))
 
 
 def check_not_empty(dataset: datasets.Dataset, split: str) -> None:

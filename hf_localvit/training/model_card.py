@@ -28,6 +28,8 @@ _TEMPLATE = """---
 
 {{ metrics_table }}
 
+{{ per_class_section }}
+
 {{ history_section }}
 
 ## How to use
@@ -40,8 +42,9 @@ classifier = pipeline("{{ pipeline_task }}", model="{{ model_ref }}")
 print(classifier("image.jpg"))
 ```
 
-Without `hf_localvit` installed, pass `trust_remote_code=True` to load the model code saved with it.
-"""
+{% if remote_code %}Without `hf_localvit` installed, pass `trust_remote_code=True` to load the model code saved with it.
+{% else %}Loading needs `hf_localvit` installed and imported: it registers the DWNet backbone with transformers.
+{% endif %}"""
 
 
 def _format(value: Any) -> str:
@@ -55,6 +58,26 @@ def _format(value: Any) -> str:
 def _table(rows: dict[str, Any], header: tuple[str, str]) -> str:
     lines = [f"| {header[0]} | {header[1]} |", "|---|---|"]
     lines += [f"| {name} | {_format(value)} |" for name, value in rows.items()]
+    return "\n".join(lines)
+
+
+def _is_list(value: Any) -> bool:
+    return isinstance(value, (list, tuple))
+
+
+def _per_class_section(metrics: dict[str, Any], names: list[str] | None) -> str:
+    """A table of the metrics that hold one value per class (e.g. per-category IoU), or nothing."""
+    columns = {
+        name.removeprefix("eval_"): value
+        for name, value in metrics.items()
+        if names and _is_list(value) and len(value) == len(names)
+    }
+    if not columns:
+        return ""
+    lines = ["### Per class", "", "| class | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for index, name in enumerate(names):
+        cells = ["n/a" if values[index] is None else _format(values[index]) for values in columns.values()]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -72,6 +95,7 @@ def build_model_card(
     history: list[dict[str, Any]],
     primary_metric: str,
     repo_id: str | None = None,
+    remote_code: bool = True,
 ) -> ModelCard:
     eval_results = [
         EvalResult(
@@ -83,7 +107,9 @@ def build_model_card(
             metric_value=value,
         )
         for name, value in metrics.items()
-        if name.startswith("eval_") and name.endswith("accuracy") and isinstance(value, float)
+        if name.startswith("eval_")
+        and (name.endswith("accuracy") or name == f"eval_{primary_metric}")
+        and isinstance(value, float)
     ]
     card_data = ModelCardData(
         library_name="transformers",
@@ -109,7 +135,7 @@ def build_model_card(
     shown_metrics = {name: value for name, value in metrics.items() if isinstance(value, (int, float, str))}
     history_section = ""
     if len(history) > 1:
-        keys = [key for key in history[-1] if key not in ("step", "epoch")]
+        keys = [key for key, value in history[-1].items() if key not in ("step", "epoch") and not _is_list(value)]
         lines = ["### Evaluations during training", "", "| step | epoch | " + " | ".join(keys) + " |"]
         lines.append("|---" * (len(keys) + 2) + "|")
         for row in history:
@@ -125,9 +151,13 @@ def build_model_card(
         summary=f"{model_description}, fine-tuned{base} for {task_name} with `finetune.py` (hf-localvit, "
         "Hugging Face Accelerate).",
         data_section="\n".join(data_lines),
-        hyperparameter_table=_table(hyperparameters, ("hyper-parameter", "value")),
+        hyperparameter_table=_table(
+            {name: value for name, value in hyperparameters.items() if value is not None}, ("hyper-parameter", "value")
+        ),
         metrics_table=_table(shown_metrics, ("metric", "value")),
+        per_class_section=_per_class_section(metrics, names),
         history_section=history_section,
         pipeline_task=pipeline_task,
         model_ref=repo_id or "path/to/this/folder",
+        remote_code=remote_code,
     )

@@ -23,13 +23,13 @@ from accelerate import Accelerator, DataLoaderConfiguration, DistributedType
 from accelerate.utils import ProjectConfiguration, gather_object, set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
-from transformers import get_scheduler
 
 from ..hub import HubTokenError, PublishError, publish_folder, require_ready_to_publish
 from .arguments import DEFAULT_TASK, add_common_arguments, finalize_arguments
 from .checkpointing import CheckpointManager, list_checkpoints, read_state
 from .errors import DataError, FinetuneError
 from .model_card import build_model_card
+from .schedules import build_scheduler
 from .seeding import seed_step
 from .tasks import TASKS, Task, get_task
 
@@ -51,6 +51,7 @@ def build_parser(task: type[Task]) -> argparse.ArgumentParser:
     )
     add_common_arguments(parser, list(TASKS))
     task.add_arguments(parser)
+    parser.set_defaults(**task.defaults())
     return parser
 
 
@@ -64,9 +65,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = build_parser(task)
     if known.dataset is None:
         demo = task.demo_defaults()
-        if demo is None:
+        if demo is None and not {"-h", "--help"} & set(argv):
             parser.error(f"--dataset is required for --task {task.name} (it has no offline demo dataset).")
-        parser.set_defaults(**demo)
+        parser.set_defaults(**(demo or {}))
     args = parser.parse_args(argv)
     if args.dataset is not None and args.model is None:
         parser.error("--model is required with --dataset: a preset (e.g. dwnet-tiny), a local folder or a Hub id.")
@@ -128,6 +129,14 @@ def _replica_digest(model: torch.nn.Module) -> str:
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
+
+
+def _dwnet_config(config: Any) -> Any:
+    """The DWNet config of a model: its own, or its backbone's (UperNet, detectors); None for other models."""
+    for candidate in (config, getattr(config, "backbone_config", None)):
+        if getattr(candidate, "model_type", None) == "dwnet":
+            return candidate
+    return None
 
 
 def _scalar_config(config: dict[str, Any]) -> dict[str, Any]:
@@ -244,11 +253,13 @@ class Trainer:
         max_steps = args.max_steps or args.num_epochs * steps_per_epoch
         num_epochs = math.ceil(max_steps / steps_per_epoch)
         warmup_steps = args.warmup_steps if args.warmup_steps is not None else math.ceil(args.warmup_ratio * max_steps)
+        # At least one step after the warm-up: the polynomial schedule divides by the decay steps.
+        warmup_steps = min(warmup_steps, max_steps - 1)
 
         model = task.model
         optimizer = torch.optim.AdamW(_param_groups(model, args.weight_decay), lr=args.learning_rate)
         # Accelerate steps a prepared scheduler once per process per optimizer step, hence the scaling.
-        scheduler = get_scheduler(
+        scheduler = build_scheduler(
             args.lr_scheduler_type,
             optimizer,
             num_warmup_steps=warmup_steps * num_processes,
@@ -324,7 +335,7 @@ class Trainer:
             * accelerator.num_processes,
             "max_grad_norm": args.max_grad_norm,
             "mixed_precision": accelerator.mixed_precision,
-            "drop_path_rate": getattr(config, "drop_path_rate", None),
+            "drop_path_rate": getattr(config, "drop_path_rate", getattr(_dwnet_config(config), "drop_path_rate", None)),
             "image_size": getattr(config, "image_size", None),
             "seed": args.seed,
             **self.task.hyperparameters(),
@@ -422,7 +433,7 @@ class Trainer:
         shown = " | ".join(
             f"{name} {value:.4f}" if isinstance(value, float) else f"{name} {value}"
             for name, value in metrics.items()
-            if name != "samples"
+            if name != "samples" and isinstance(value, (int, float))  # per-class lists go to the results only
         )
         self._say(
             f"[eval] step {step} epoch {step / steps_per_epoch:.2f} | {shown} | {metrics.get('samples')} examples "
@@ -532,13 +543,14 @@ class Trainer:
             for key, value in results.items()
             if key.startswith("eval_") or key in ("train_loss", "global_step", "epoch")
         }
-        config = model.config
-        description = (
-            f"A DWNet image classifier ({getattr(config, 'mixer', 'static')} depth-wise convolutions, embed_dim "
-            f"{getattr(config, 'embed_dim', '?')}, depths {getattr(config, 'depths', '?')})"
-            if getattr(config, "model_type", None) == "dwnet"
-            else f"A {type(model).__name__}"
-        )
+        description, dwnet = f"A {type(model).__name__}", _dwnet_config(model.config)
+        if dwnet is not None:
+            architecture = (
+                f"{getattr(dwnet, 'mixer', 'static')} depth-wise convolutions, embed_dim "
+                f"{getattr(dwnet, 'embed_dim', '?')}, depths {getattr(dwnet, 'depths', '?')}"
+            )
+            owner = "A DWNet image classifier" if dwnet is model.config else f"{description} with a DWNet backbone"
+            description = f"{owner} ({architecture})"
         card = build_model_card(
             model_name=Path(args.push_to_hub or self.output_dir.resolve().name).name,
             task_name=task.name,
@@ -552,8 +564,9 @@ class Trainer:
             history=[entry for entry in results["log_history"] if any(k.startswith("eval_") for k in entry)],
             primary_metric=task.primary_metric,
             repo_id=args.push_to_hub,
+            remote_code=any(tmp.glob("*.py")),
         )
-        card.save(tmp / "README.md")
+        card.save(tmp / "README.md")  # after the model: the card says whether code was saved with it
         for path in tmp.iterdir():
             os.replace(path, self.output_dir / path.name)
         tmp.rmdir()

@@ -145,13 +145,15 @@ def _resizes_with_pil(processor: Any) -> bool:
 
 
 class ProcessorTransform:
-    """Fallback evaluation transform: run the image processor itself on one image."""
+    """Fallback evaluation transform: run the image processor itself on one image (with `processor_kwargs`, e.g.
+    `do_pad=False` for detection, whose collate pads the batch)."""
 
-    def __init__(self, processor: Any) -> None:
+    def __init__(self, processor: Any, **processor_kwargs: Any) -> None:
         self.processor = processor
+        self.processor_kwargs = processor_kwargs
 
     def __call__(self, image: Any) -> torch.Tensor:
-        return self.processor(images=image, return_tensors="pt")["pixel_values"][0]
+        return self.processor(images=image, return_tensors="pt", **self.processor_kwargs)["pixel_values"][0]
 
 
 def eval_transform(processor: Any) -> Any:

@@ -11,7 +11,7 @@ from typing import Any
 from transformers.configuration_utils import PreTrainedConfig, SubConfigSpec
 from transformers.models.auto.configuration_auto import AutoConfig
 
-from ..dwnet.configuration_dwnet import DOWNSTREAM_FLAVOUR, DWNET_PRESETS
+from ..dwnet.configuration_dwnet import DOWNSTREAM_FLAVOUR, DWNET_PRESETS, dwnet_preset_config
 
 # The 80 COCO categories in mmdetection's order (label i is the i-th contiguous class, as in the checkpoints).
 COCO_CLASSES = (
@@ -31,6 +31,13 @@ COCO_ID2LABEL = dict(enumerate(COCO_CLASSES))
 DEFAULT_BACKBONE_KWARGS = {**DWNET_PRESETS["dwnet-tiny"], **DOWNSTREAM_FLAVOUR}
 DEFAULT_CASCADE_BOX_STDS = ((0.1, 0.1, 0.2, 0.2), (0.05, 0.05, 0.1, 0.1), (0.033, 0.033, 0.067, 0.067))
 BOX_HEAD_NORMS = ("batch_norm", "none")
+# The paper's COCO detectors by name (as the released checkpoints), each with the DWNet preset of its backbone.
+CASCADE_MASK_RCNN_PRESETS: dict[str, str] = {
+    "cascade-mask-rcnn-dwnet-tiny": "dwnet-tiny",
+    "cascade-mask-rcnn-dynamic-dwnet-tiny": "dynamic-dwnet-tiny",
+    "cascade-mask-rcnn-dwnet-base": "dwnet-base",
+    "cascade-mask-rcnn-dynamic-dwnet-base": "dynamic-dwnet-base",
+}
 
 
 class CascadeMaskRCNNConfig(PreTrainedConfig):
@@ -219,4 +226,24 @@ class CascadeMaskRCNNConfig(PreTrainedConfig):
                 fail(field, f"got {value!r}", "Use a value in [0, 1].")
 
 
-__all__ = ["CascadeMaskRCNNConfig", "COCO_CLASSES", "COCO_ID2LABEL"]
+def cascade_mask_rcnn_preset_config(
+    name: str, backbone_overrides: dict[str, Any] | None = None, **overrides: Any
+) -> CascadeMaskRCNNConfig:
+    """The config of a named detector preset (`cascade-mask-rcnn-dwnet-tiny`, ...): the paper's architecture with
+    its DWNet backbone in the downstream flavour; `backbone_overrides` go to the backbone config (e.g.
+    `drop_path_rate`), the other `overrides` to the detector's (e.g. `id2label`)."""
+    if name not in CASCADE_MASK_RCNN_PRESETS:
+        raise ValueError(
+            f"Unknown Cascade Mask R-CNN preset {name!r}. Available presets: {', '.join(CASCADE_MASK_RCNN_PRESETS)}."
+        )
+    backbone = dwnet_preset_config(CASCADE_MASK_RCNN_PRESETS[name], downstream=True, **(backbone_overrides or {}))
+    return CascadeMaskRCNNConfig(backbone_config=backbone, **overrides)
+
+
+__all__ = [
+    "CASCADE_MASK_RCNN_PRESETS",
+    "COCO_CLASSES",
+    "COCO_ID2LABEL",
+    "CascadeMaskRCNNConfig",
+    "cascade_mask_rcnn_preset_config",
+]

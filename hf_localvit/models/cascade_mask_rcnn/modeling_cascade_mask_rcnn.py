@@ -330,6 +330,13 @@ class CascadeMaskRCNNPreTrainedModel(PreTrainedModel):
     input_modalities = ("image",)
     supports_gradient_checkpointing = False
 
+    def _initialize_weights(self, module: nn.Module, is_custom_code: bool = False) -> None:
+        """`_init_weights` initialises whole heads with `transformers.initialization`, which leaves loaded tensors
+        alone, so transformers' shortcut for custom code (skip a module whose own parameters are all loaded) must not
+        apply: it skips a head whose classifier alone was re-sized (`ignore_mismatched_sizes`, another number of
+        labels) and leaves that classifier uninitialised."""
+        super()._initialize_weights(module, is_custom_code=False)
+
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
         """mmdetection's initialisation: Xavier for FPN convs and shared fcs, N(0, 0.01) for the RPN and classifiers,

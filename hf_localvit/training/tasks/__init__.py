@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from .base import DatasetInfo, Evaluator, Task
 from .image_classification import ImageClassificationTask
+from .object_detection import ObjectDetectionTask
+from .semantic_segmentation import SemanticSegmentationTask
 
 TASKS: dict[str, type[Task]] = {}
 
@@ -21,5 +23,17 @@ def get_task(name: str) -> type[Task]:
 
 
 register_task(ImageClassificationTask)
+register_task(SemanticSegmentationTask)
+register_task(ObjectDetectionTask)
 
-__all__ = ["TASKS", "DatasetInfo", "Evaluator", "ImageClassificationTask", "Task", "get_task", "register_task"]
+__all__ = [
+    "TASKS",
+    "DatasetInfo",
+    "Evaluator",
+    "ImageClassificationTask",
+    "ObjectDetectionTask",
+    "SemanticSegmentationTask",
+    "Task",
+    "get_task",
+    "register_task",
+]

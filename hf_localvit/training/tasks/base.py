@@ -33,10 +33,12 @@ class Evaluator(ABC):
     """Accumulates gathered per-example outputs over a whole evaluation set and computes the metrics."""
 
     @abstractmethod
-    def add(self, gathered: dict[str, torch.Tensor]) -> None: ...
+    def add(self, gathered: Any) -> None:
+        """One batch of `gather_for_metrics(task.eval_outputs(...))` from all processes."""
 
     @abstractmethod
-    def compute(self) -> dict[str, float]: ...
+    def compute(self) -> dict[str, Any]:
+        """Scalar metrics (logged and tracked), optionally also per-class lists (kept in the results and card)."""
 
 
 class Task(ABC):
@@ -66,6 +68,11 @@ class Task(ABC):
         """Add the task's own options."""
 
     @classmethod
+    def defaults(cls) -> dict[str, Any]:
+        """Defaults of common options that differ for this task (e.g. its usual optimisation schedule)."""
+        return {}
+
+    @classmethod
     def demo_defaults(cls) -> dict[str, Any] | None:
         """Option defaults for a run without --dataset (the task's offline demo), or None if it has none."""
         return None
@@ -85,8 +92,9 @@ class Task(ABC):
     def training_loss(self, model: torch.nn.Module, batch: dict[str, Any]) -> torch.Tensor: ...
 
     @abstractmethod
-    def eval_outputs(self, model: torch.nn.Module, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        """Per-example tensors (first dim = batch) to gather across processes for the metric."""
+    def eval_outputs(self, model: torch.nn.Module, batch: dict[str, Any]) -> Any:
+        """What to gather across processes for the metric: per-example tensors (first dim = batch), or a list with
+        one picklable object per example (gathered with `gather_object`)."""
 
     @abstractmethod
     def new_evaluator(self) -> Evaluator: ...
@@ -98,3 +106,20 @@ class Task(ABC):
     def predict_examples(self, model_dir: Path, count: int) -> list[str]:
         """Lines describing predictions of `pipeline` on `count` held-out examples (for the demo)."""
         return []
+
+
+def add_sync_batch_norm_argument(group: argparse._ArgumentGroup) -> None:
+    """`--sync-batch-norm`: the downstream models' BatchNorms synchronised across GPUs, as the originals trained."""
+    group.add_argument(
+        "--sync-batch-norm",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="Synchronise BatchNorm statistics across GPUs when training on several, as the original (default: on).",
+    )
+
+
+def sync_batch_norm(model: torch.nn.Module, accelerator: Accelerator, enabled: bool) -> torch.nn.Module:
+    """`model` with SyncBatchNorm when asked and training runs on several CUDA processes (NCCL); else unchanged."""
+    if enabled and accelerator.num_processes > 1 and accelerator.device.type == "cuda":
+        return torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    return model

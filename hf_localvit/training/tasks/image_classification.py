@@ -19,13 +19,10 @@ from ...models.dwnet import DWNET_PRESETS, DWNetConfig, DWNetForImageClassificat
 from ...models.dwnet import dwnet_preset_config
 from ..data import (
     ExampleDataset,
-    check_not_empty,
-    drop_unreadable_images,
     find_column,
     find_image_column,
-    is_saved_to_disk,
-    load_dataset_dict,
-    select_splits,
+    load_dataset_source,
+    prepare_splits,
     undecoded_images,
 )
 from ..digits import DIGITS_DATASET_NAME, DIGITS_IMAGE_SIZE, digits_dataset
@@ -119,12 +116,6 @@ def _encode_labels(dsd: datasets.DatasetDict) -> datasets.DatasetDict:
         features=features,
         desc="Encoding labels",
     )
-
-
-def _seeded_subset(dataset: datasets.Dataset, max_rows: int | None, seed: int) -> datasets.Dataset:
-    if max_rows is None or max_rows >= len(dataset):
-        return dataset
-    return dataset.shuffle(seed=seed).select(range(max_rows))
 
 
 def build_classification_model(
@@ -258,11 +249,8 @@ class ImageClassificationTask(Task):
         if args.dataset is None:
             dsd, name, hub_id, kind = digits_dataset(), DIGITS_DATASET_NAME, None, "sklearn-digits"
         else:
-            dsd = load_dataset_dict(args.dataset, args.dataset_config, args.dataset_revision)
-            name, hub_id, kind = args.dataset, args.dataset, args.dataset
-            path = Path(args.dataset).expanduser()
-            if path.exists():
-                hub_id, kind = None, "save_to_disk" if is_saved_to_disk(path) else "imagefolder"
+            source = load_dataset_source(args.dataset, args.dataset_config, args.dataset_revision)
+            dsd, name, hub_id, kind = source.dataset, source.name, source.hub_id, source.kind
         reference = dsd[args.train_split] if args.train_split in dsd else next(iter(dsd.values()))
         image_column = find_image_column(reference, args.image_column)
         label_column = find_column(
@@ -287,17 +275,8 @@ class ImageClassificationTask(Task):
                 f"The label column has {len(self.label_names)} class(es) ({self.label_names}); classification "
                 "needs at least 2."
             )
-        splits = select_splits(
-            dsd, args.train_split, args.validation_split, args.validation_fraction, args.seed, "label"
-        )
-        train_rows = _seeded_subset(splits.train, args.max_train_samples, args.seed)
-        eval_rows = _seeded_subset(splits.validation, args.max_eval_samples, args.seed)
-        validation_name = splits.validation_split
-        if args.skip_bad_images:
-            train_rows = drop_unreadable_images(train_rows, "image", splits.train_split, args.num_workers)
-            eval_rows = drop_unreadable_images(eval_rows, "image", validation_name, args.num_workers)
-        check_not_empty(train_rows, splits.train_split)
-        check_not_empty(eval_rows, validation_name)
+        splits = prepare_splits(dsd, args, ["image"], stratify_by_column="label")
+        train_rows, eval_rows, validation_name = splits.train, splits.validation, splits.validation_split
         self.test_rows = splits.test if splits.test is not None else eval_rows
 
         self.model, self.processor, self.base_model = build_classification_model(args, self.label_names)

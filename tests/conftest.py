@@ -43,3 +43,12 @@ def single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def offline_fine_tuning(monkeypatch, tmp_path, single_thread):
+    """finetune.py runs in-process: no Hub, a datasets cache of the test's own, one thread for the tiny models."""
+    import datasets
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "datasets-cache"))

@@ -6,7 +6,6 @@ from pathlib import Path
 import datasets
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from huggingface_hub import constants
@@ -17,14 +16,7 @@ from hf_localvit.training import parse_args
 from hf_localvit.training.testing import run_in_process, save_tiny_model, shapes_dataset, write_image_folder
 
 
-@pytest.fixture(autouse=True)
-def _offline_single_thread(monkeypatch, tmp_path):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "datasets-cache"))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models: one thread is faster, and immune to busy neighbours
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("offline_fine_tuning")
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +46,7 @@ def test_fine_tuning_lowers_the_loss_and_saves_a_loadable_model(tiny_model, shap
                     "--drop-path-rate", "0", "--logging-steps", "5", "--eval-epochs", "5")  # fmt: skip
         )
     assert status == 0
-    assert "5-class head; the dataset has 3 classes, so the classification head is re-initialised" in caplog.text
+    assert "has 5 classes; the dataset has 3, so the classification head is re-initialised" in caplog.text
 
     results = json.loads((output / "all_results.json").read_text())
     losses = [entry["train_loss"] for entry in results["log_history"] if "train_loss" in entry]

@@ -38,14 +38,7 @@ from hf_localvit.training.testing import DETECTION_CLASSES, detection_dataset, r
 SIZE = 96  # generated images are 120 x 96
 
 
-@pytest.fixture(autouse=True)
-def _offline_single_thread(monkeypatch, tmp_path):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "datasets-cache"))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny detector: one thread is faster, and immune to busy neighbours
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("offline_fine_tuning")
 
 
 def _objects(boxes=(), categories=(), segmentations=None) -> dict:
@@ -170,7 +163,7 @@ def test_a_saved_detector_fine_tunes_on_other_categories_boxes_only(fine_tuned, 
     ]  # fmt: skip
     with caplog.at_level("WARNING"):
         assert run_in_process(argv) == 0
-    assert "detects 2 categories; the dataset has 3, so the class-specific layers" in caplog.text
+    assert "has 2 classes; the dataset has 3, so the class-specific layers" in caplog.text
     results = json.loads((output / "all_results.json").read_text())
     assert "eval_map" in results and "eval_mask_map" not in results
     config = json.loads((output / "config.json").read_text())

@@ -12,7 +12,7 @@ import datasets
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
-from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification
+from transformers import AutoImageProcessor, AutoModelForImageClassification
 
 from ...metrics import load_metric
 from ...models.dwnet import DWNET_PRESETS, DWNetConfig, DWNetForImageClassification, dwnet_image_processor
@@ -26,10 +26,11 @@ from ..data import (
     undecoded_images,
 )
 from ..digits import DIGITS_DATASET_NAME, DIGITS_IMAGE_SIZE, digits_dataset
-from ..errors import DataError, FinetuneError
+from ..errors import DataError
 from ..images import decode_image
 from ..transforms import batch_mixing, classification_train_transform, eval_transform
 from .base import DatasetInfo, Evaluator, Task
+from .model_loading import base_model_id, label_mappings, load_pretrained_config, warn_if_head_resized
 
 logger = logging.getLogger(__name__)
 
@@ -123,10 +124,7 @@ def build_classification_model(
 ) -> tuple[torch.nn.Module, Any, str | None]:
     """The model and image processor for `--model`; returns them and the base model's Hub id (or None)."""
     num_labels = len(label_names)
-    label_kwargs = {  # num_labels follows from id2label
-        "id2label": dict(enumerate(label_names)),
-        "label2id": {name: index for index, name in enumerate(label_names)},
-    }
+    label_kwargs = label_mappings(label_names)  # num_labels follows from id2label
     if args.model in MODEL_PRESETS:
         overrides: dict[str, Any] = {"num_labels": num_labels, **label_kwargs}
         if args.drop_path_rate is not None:
@@ -139,18 +137,8 @@ def build_classification_model(
             config = dwnet_preset_config(args.model, **overrides)
         return DWNetForImageClassification(config), dwnet_image_processor(image_size=image_size), None
 
-    try:
-        config = AutoConfig.from_pretrained(args.model, trust_remote_code=args.trust_remote_code)
-    except Exception as error:
-        raise FinetuneError(
-            f"--model {args.model!r} is not a preset ({', '.join(MODEL_PRESETS)}), and loading it as a folder or "
-            f"Hub model id failed: {error}"
-        ) from error
-    if getattr(config, "num_labels", None) != num_labels:
-        logger.warning(
-            f"{args.model} has a {config.num_labels}-class head; the dataset has {num_labels} classes, so the "
-            "classification head is re-initialised."
-        )
+    config = load_pretrained_config(args.model, MODEL_PRESETS, args.trust_remote_code)
+    warn_if_head_resized(args.model, getattr(config, "num_labels", 0), num_labels, "classification head is")
     extra: dict[str, Any] = {}
     if args.drop_path_rate is not None:
         extra["drop_path_rate"] = args.drop_path_rate
@@ -172,7 +160,7 @@ def build_classification_model(
             processor = _resized_processor(processor, args.image_size)
     if args.image_size and hasattr(model.config, "image_size"):
         model.config.image_size = args.image_size
-    return model, processor, None if Path(args.model).exists() else args.model
+    return model, processor, base_model_id(args.model)
 
 
 def enable_activation_checkpointing(model: torch.nn.Module) -> None:

@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 import datasets
 import torch
 from accelerate import Accelerator
-from transformers import AutoConfig, AutoImageProcessor, AutoModelForObjectDetection
+from transformers import AutoImageProcessor, AutoModelForObjectDetection
 from transformers.image_utils import SizeDict
 
 from ...metrics import load_metric
@@ -68,6 +68,7 @@ from ..detection_transforms import (
 from ..errors import DataError, FinetuneError
 from ..images import decode_image
 from .base import DatasetInfo, Evaluator, Task, add_sync_batch_norm_argument, sync_batch_norm
+from .model_loading import base_model_id, label_mappings, load_pretrained_config, warn_if_head_resized
 
 logger = logging.getLogger(__name__)
 
@@ -113,7 +114,7 @@ def _resized_processor(processor: Any, short_side: int) -> Any:
 
 def build_detection_model(args: argparse.Namespace, names: list[str]) -> tuple[torch.nn.Module, Any, str | None]:
     """The detector and image processor for `--model`; returns them and the base model's Hub id (or None)."""
-    label_kwargs = {"id2label": dict(enumerate(names)), "label2id": {name: index for index, name in enumerate(names)}}
+    label_kwargs = label_mappings(names)
     backbone_overrides = {} if args.drop_path_rate is None else {"drop_path_rate": args.drop_path_rate}
     if args.model in MODEL_PRESETS:
         if args.model == DEMO_MODEL:
@@ -125,23 +126,16 @@ def build_detection_model(args: argparse.Namespace, names: list[str]) -> tuple[t
         processor = _resized_processor(CascadeMaskRCNNImageProcessor(), short_side)
         return CascadeMaskRCNNForInstanceSegmentation(config), processor, None
 
-    try:
-        config = AutoConfig.from_pretrained(args.model, trust_remote_code=args.trust_remote_code)
-    except Exception as error:
-        raise FinetuneError(
-            f"--model {args.model!r} is not a preset ({', '.join(MODEL_PRESETS)}), and loading it as a folder or "
-            f"Hub model id failed: {error}"
-        ) from error
+    config = load_pretrained_config(args.model, MODEL_PRESETS, args.trust_remote_code)
     if not isinstance(config, CascadeMaskRCNNConfig):
         raise FinetuneError(
             f"--model {args.model!r} is a {config.model_type!r} model; --task object-detection fine-tunes Cascade "
             f"Mask R-CNN: give a preset ({', '.join(MODEL_PRESETS)}) or a Cascade Mask R-CNN folder or Hub id."
         )
-    if config.num_labels != len(names):
-        logger.warning(
-            f"{args.model} detects {config.num_labels} categories; the dataset has {len(names)}, so the "
-            "class-specific layers (box classifiers and regressors, mask predictors) are re-initialised."
-        )
+    warn_if_head_resized(
+        args.model, config.num_labels, len(names), "class-specific layers (box classifiers and regressors, mask "
+        "predictors) are"
+    )
     config.id2label, config.label2id = label_kwargs["id2label"], label_kwargs["label2id"]
     for name, value in backbone_overrides.items():
         setattr(config.backbone_config, name, value)
@@ -155,7 +149,7 @@ def build_detection_model(args: argparse.Namespace, names: list[str]) -> tuple[t
         processor = CascadeMaskRCNNImageProcessor()
     if args.image_size:
         processor = _resized_processor(processor, args.image_size)
-    return model, processor, None if Path(args.model).exists() else args.model
+    return model, processor, base_model_id(args.model)
 
 
 class DetectionExample:

@@ -44,6 +44,7 @@ from ..segmentation_data import (
 )
 from ..segmentation_transforms import SegmentationEvalTransform, SegmentationTrainTransform
 from .base import DatasetInfo, Evaluator, Task, add_sync_batch_norm_argument, sync_batch_norm
+from .model_loading import base_model_id, label_mappings, load_pretrained_config, warn_if_head_resized
 from .image_classification import enable_activation_checkpointing
 
 logger = logging.getLogger(__name__)
@@ -86,10 +87,10 @@ def build_segmentation_model(
     args: argparse.Namespace, label_names: list[str]
 ) -> tuple[torch.nn.Module, Any, str | None]:
     """The model and image processor for `--model`; returns them and the base model's Hub id (or None)."""
-    id2label = dict(enumerate(label_names))
+    labels = label_mappings(label_names)
     if args.model in MODEL_PRESETS:
         backbone_overrides = {} if args.drop_path_rate is None else {"drop_path_rate": args.drop_path_rate}
-        common = {"id2label": id2label, "loss_ignore_index": args.ignore_index}
+        common = {"id2label": labels["id2label"], "loss_ignore_index": args.ignore_index}
         if args.model == DEMO_MODEL:
             backbone = DWNetConfig(
                 **{**DEMO_BACKBONE_CONFIG, **DOWNSTREAM_FLAVOUR, "drop_path_rate": 0.0, **backbone_overrides}
@@ -104,20 +105,9 @@ def build_segmentation_model(
         _set_scale(processor, args.resize_scale or (TEST_SCALE_PER_CROP * short, short))
         return UperNetForSemanticSegmentation(config), processor, None
 
-    try:
-        config = AutoConfig.from_pretrained(args.model, trust_remote_code=args.trust_remote_code)
-    except Exception as error:
-        raise FinetuneError(
-            f"--model {args.model!r} is not a preset ({', '.join(MODEL_PRESETS)}), and loading it as a folder or "
-            f"Hub model id failed: {error}"
-        ) from error
-    if config.num_labels != len(label_names):
-        logger.warning(
-            f"{args.model} has a {config.num_labels}-class decode head; the dataset has {len(label_names)} classes, "
-            "so the classifier layers are re-initialised."
-        )
-    config.id2label = id2label
-    config.label2id = {name: index for index, name in id2label.items()}
+    config = load_pretrained_config(args.model, MODEL_PRESETS, args.trust_remote_code)
+    warn_if_head_resized(args.model, config.num_labels, len(label_names), "classifier layers are")
+    config.id2label, config.label2id = labels["id2label"], labels["label2id"]
     if hasattr(config, "loss_ignore_index"):
         config.loss_ignore_index = args.ignore_index
     backbone_config = getattr(config, "backbone_config", None)
@@ -135,7 +125,7 @@ def build_segmentation_model(
         processor.do_reduce_labels = args.reduce_labels
     if args.resize_scale:
         _set_scale(processor, args.resize_scale)
-    return model, processor, None if Path(args.model).exists() else args.model
+    return model, processor, base_model_id(args.model)
 
 
 def _backbone_of(model: torch.nn.Module) -> torch.nn.Module:

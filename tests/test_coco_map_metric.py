@@ -108,3 +108,29 @@ def test_crowd_regions_and_given_areas():
 def test_bad_inputs_are_named(predictions, references, message):
     with pytest.raises(ValueError, match=message):
         load_metric("coco_map").compute(predictions=predictions, references=references)
+
+
+def test_max_detections_other_than_100_keeps_the_headline_ap():
+    """COCOeval.summarize reads the headline AP at 100 detections whatever maxDets is (-1 otherwise)."""
+    far = [150.0, 150.0, 190.0, 190.0]
+    prediction = _prediction(boxes=[far, BOX], scores=[0.9, 0.8], labels=[1, 1])  # the hit ranks second
+    for max_detections in (2, 50, 300):
+        results = load_metric("coco_map").compute(
+            predictions=[prediction], references=[_reference()], max_detections=max_detections
+        )
+        assert results["map"] == pytest.approx(0.5) and results["map_50"] == pytest.approx(0.5), max_detections
+    top_one = load_metric("coco_map").compute(predictions=[prediction], references=[_reference()], max_detections=1)
+    assert top_one["map"] == 0.0 and top_one["map_large"] == 0.0  # only the false positive is kept
+
+
+@pytest.mark.parametrize(
+    ("predictions", "references", "kwargs", "message"),
+    [
+        ([_prediction()], [_reference()], {"iou_types": ["segm"]}, "'segm' needs one RLE mask per box"),
+        ([_prediction(), _prediction()], [_reference(), _reference(1)], {}, "predictions: image ids must be unique"),
+        ([_prediction()], [_reference()], {"max_detections": 0}, "max_detections must be a positive integer"),
+    ],
+)
+def test_bad_options_and_duplicate_predictions_are_named(predictions, references, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        load_metric("coco_map").compute(predictions=predictions, references=references, **kwargs)

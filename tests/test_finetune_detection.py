@@ -7,6 +7,7 @@ import contextlib
 import io
 import json
 import logging
+import math
 
 import datasets
 import numpy as np
@@ -32,6 +33,7 @@ from hf_localvit.training.detection_transforms import (
     make_sample,
 )
 from hf_localvit.training.errors import DataError
+from hf_localvit.training.tasks.object_detection import DetectionExample
 from hf_localvit.training.seeding import seeded_cpu_rng
 from hf_localvit.training.testing import DETECTION_CLASSES, detection_dataset, run_in_process
 
@@ -348,3 +350,91 @@ def test_detection_defaults_follow_the_original_recipe_and_the_step_schedule():
         scheduler.step()
     assert rates[5] == pytest.approx(0.5) and rates[10] == rates[74] == 1.0  # linear warm-up, then the peak
     assert rates[75] == pytest.approx(0.1) and rates[91] == pytest.approx(0.1) and rates[92] == pytest.approx(0.01)
+
+
+def test_evaluation_maps_predictions_back_to_each_original_image():
+    """Downscaled, non-square images of two orientations in one padded batch: a model that detects exactly the
+    ground truth (in its input frame) scores box and mask AP 1 once `eval_outputs` maps it back."""
+    import argparse
+
+    from hf_localvit.metrics import load_metric
+    from hf_localvit.models.cascade_mask_rcnn.modeling_cascade_mask_rcnn import (
+        CascadeMaskRCNNOutput,
+        valid_sizes_from_mask,
+    )
+    from hf_localvit.training.tasks.object_detection import ObjectDetectionTask
+
+    processor = CascadeMaskRCNNImageProcessor(size={"shortest_edge": 64, "longest_edge": 100})
+    fields = ObjectFields(column="objects", bbox="bbox", category="category", segmentation="segmentation")
+    example = DetectionExample(
+        fields, Categories(["a", "b"]), "xywh", "validation", detection_eval_transform(processor), training=False,
+        use_masks=True,
+    )  # fmt: skip
+    rows = [
+        {"image": Image.new("RGB", (300, 150)), "objects": _objects([[40, 30, 100, 60]], [1])},
+        {"image": Image.new("RGB", (90, 200)), "objects": _objects([[10, 20, 50, 120]], [0])},
+    ]
+    batch = DetectionCollator(32)([example(row, index) for index, row in enumerate(rows)])
+    valid = valid_sizes_from_mask(batch["pixel_values"], batch["pixel_mask"])
+    assert valid.tolist() == [[50, 100], [100, 45]] and batch["original_sizes"].tolist() == [[150, 300], [200, 90]]
+
+    class Oracle(torch.nn.Module):
+        def forward(self, pixel_values, pixel_mask, original_sizes):
+            boxes = [
+                torch.tensor(reference["boxes"]) * torch.tensor([w / ow, h / oh, w / ow, h / oh])
+                for (h, w), (oh, ow), reference in zip(valid.tolist(), original_sizes.tolist(), batch["references"])
+            ]
+            return CascadeMaskRCNNOutput(
+                pred_boxes=boxes, scores=[torch.tensor([0.9])] * 2, labels=[torch.tensor([1]), torch.tensor([0])],
+                pred_masks=[torch.ones(1, 28, 28)] * 2, image_sizes=valid, original_sizes=original_sizes,
+            )  # fmt: skip
+
+    task = ObjectDetectionTask(argparse.Namespace())
+    task.processor, task.use_masks = processor, True
+    outputs = task.eval_outputs(Oracle(), batch)
+    for output, expected in zip(outputs, [[40, 30, 140, 90], [10, 20, 60, 140]]):
+        np.testing.assert_allclose(output["prediction"]["boxes"], [expected], atol=1e-3)
+        assert output["prediction"]["masks"][0]["size"] == [output["reference"]["height"], output["reference"]["width"]]
+    metric = load_metric("coco_map")
+    metric.add_batch(predictions=[o["prediction"] for o in outputs], references=[o["reference"] for o in outputs])
+    results = metric.compute()
+    assert results["map"] == pytest.approx(1.0) and results["mask_map"] == pytest.approx(1.0), results
+
+
+def test_training_errors_name_the_split_row_after_rows_without_objects_are_left_out():
+    processor = CascadeMaskRCNNImageProcessor()
+    fields = ObjectFields(column="objects", bbox="bbox", category="category", segmentation="segmentation")
+    example = DetectionExample(
+        fields, Categories(["a", "b"]), "xywh", "train", detection_train_transform(processor, [64], 100), training=True,
+        use_masks=True, row_numbers=[0, 2, 5],
+    )  # fmt: skip
+    rgb_mask = Image.new("RGB", (30, 20))  # a mask must be 2-D
+    row = {"image": Image.new("RGB", (30, 20)), "objects": _objects([[1, 1, 10, 10]], [1], [rgb_mask])}
+    with pytest.raises(DataError, match=r"Row 5 of split 'train': the segmentation of kept object 0 cannot be read"):
+        example(row, 2)
+    with pytest.raises(DataError, match=r"Image 2 of split 'train'"):
+        example({**row, "image": {"bytes": b"not an image", "path": None}}, 1)
+
+
+def test_step_milestones_fall_on_the_same_optimizer_step_for_any_process_count():
+    """The trainer scales the schedule by the process count and steps it that many times per optimizer step."""
+    from hf_localvit.training.schedules import build_scheduler
+
+    def rates(max_steps: int, processes: int) -> list[float]:
+        optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+        scheduler = build_scheduler("step", optimizer, processes, max_steps * processes)  # one warm-up step
+        seen = []
+        for _ in range(max_steps):
+            seen.append(scheduler.get_last_lr()[0])
+            optimizer.step()
+            for _ in range(processes):
+                scheduler.step()
+        return seen
+
+    for max_steps in (14, 22, 30, 36 * 5):
+        single = rates(max_steps, 1)
+        assert all(rates(max_steps, processes) == single for processes in (2, 4)), max_steps
+        first_drop = single.index(pytest.approx(0.1))
+        assert first_drop == math.ceil(0.75 * max_steps), (max_steps, single)
+    assert single[134] == 1.0 and single[135] == pytest.approx(0.1)  # epoch 27 of 36 at 5 steps per epoch
+    assert single[164] == pytest.approx(0.1) and single[165] == pytest.approx(0.01)  # epoch 33

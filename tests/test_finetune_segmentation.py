@@ -170,6 +170,62 @@ def test_preset_with_numbered_classes_and_image_folder_layout(tmp_path):
     assert results["eval_overall_accuracy"] == pytest.approx(expected["overall_accuracy"], abs=1e-6)
 
 
+def test_other_transformers_models_train_with_their_own_heads_and_ignore_index(tmp_path, capsys):
+    """A Segformer (not UperNet): the UperNet-only head dropout is not applied to it (it has no auxiliary head), and
+    --ignore-index reaches its `semantic_loss_ignore_index` (else the padding value 254 is a target out of range).
+    Without class names the classes are counted, without writing cache files into the user's dataset folder. A
+    test split without annotations (as ADE20K's) still gets predictions printed."""
+    from transformers import SegformerConfig, SegformerForSemanticSegmentation, SegformerImageProcessor
+
+    model_dir = tmp_path / "segformer"
+    config = SegformerConfig(num_labels=4, depths=[1, 1, 1, 1], hidden_sizes=[8, 16, 16, 16],
+                             num_attention_heads=[1, 1, 1, 1], decoder_hidden_size=16)  # fmt: skip
+    SegformerForSemanticSegmentation(config).save_pretrained(model_dir)
+    SegformerImageProcessor(size={"height": 48, "width": 48}).save_pretrained(model_dir)
+    dsd = segmentation_dataset(train_rows=4, validation_rows=2, size=48)
+    dsd["test"] = dsd["validation"].map(lambda row: {"annotation": None})
+    data = tmp_path / "shapes"
+    dsd.save_to_disk(data)
+    output = tmp_path / "run"
+    argv = _common(model_dir, data, output, "--ignore-index", "254", "--max-steps", "1",
+                   "--per-device-train-batch-size", "2", "--crop-size", "48", "--predict-examples", "1")  # fmt: skip
+    assert run_in_process(argv) == 0
+    assert "| not annotated" in capsys.readouterr().out
+    assert json.loads((output / "config.json").read_text())["semantic_loss_ignore_index"] == 254
+    assert not list(data.glob("*/cache-*.arrow"))
+
+
+def test_reduce_labels_with_another_ignore_index_is_refused(tiny_model, shapes, tmp_path, capsys):
+    """The saved processor's `do_reduce_labels` sends 0 to 255, so training may not ignore another value."""
+    output = tmp_path / "run"
+    argv = _common(tiny_model, shapes, output, "--reduce-labels", "--ignore-index", "254")
+    assert run_in_process(argv) == 2
+    assert "--ignore-index must be 255 with it, not 254" in capsys.readouterr().err
+    assert not output.exists() or not any(output.iterdir())
+
+
+def test_one_image_per_process_is_refused_for_upernet_batch_norm(tiny_model, shapes, tmp_path, capsys):
+    argv = _common(tiny_model, shapes, tmp_path / "run", "--reduce-labels", "--per-device-train-batch-size", "1")
+    assert run_in_process(argv) == 2
+    assert "needs at least 2 images per process in training" in capsys.readouterr().err
+
+
+def test_a_batch_without_labelled_pixels_has_zero_loss_not_nan():
+    from hf_localvit.training.tasks.semantic_segmentation import SemanticSegmentationTask, build_segmentation_model
+
+    args = parse_args(["--task", "semantic-segmentation", "--model", "upernet-dwnet-demo", "--dataset", "d",
+                       "--output-dir", "x", "--crop-size", "32"])  # fmt: skip
+    model = build_segmentation_model(args, list(SEGMENTATION_CLASSES))[0].train()
+    task = SemanticSegmentationTask(args)
+    pixel_values = torch.randn(2, 3, 32, 32, requires_grad=True)
+    unlabelled = {"pixel_values": pixel_values, "labels": torch.full((2, 32, 32), 255)}
+    loss = task.training_loss(model, unlabelled)
+    loss.backward()
+    assert loss.item() == 0.0 and torch.isfinite(pixel_values.grad).all()
+    labelled = {"pixel_values": pixel_values, "labels": torch.randint(0, 4, (2, 32, 32))}
+    assert task.training_loss(model, labelled).item() > 0
+
+
 def test_task_defaults_are_the_original_schedule():
     args = parse_args(["--task", "semantic-segmentation", "--model", "upernet-dwnet-tiny", "--dataset",
                        "scene_parse_150", "--output-dir", "x", "--reduce-labels"])  # fmt: skip

@@ -284,6 +284,7 @@ def drop_unreadable_images(
         batch_size=64,
         remove_columns=dataset.column_names,
         num_proc=num_proc if num_proc and num_proc > 1 and len(dataset) > 256 else None,
+        keep_in_memory=True,  # a scan report: no cache files next to the user's dataset
         desc=f"Checking the images of split '{split}'",
     )
     if len(report) == 0:

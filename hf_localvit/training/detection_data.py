@@ -237,8 +237,10 @@ def segmentation_to_rle(segmentation: Any, box: np.ndarray, height: int, width: 
         counts = segmentation["counts"]
         if isinstance(counts, list):
             rle = mask_utils.frPyObjects({"size": size, "counts": counts}, *size)
-        else:
+        elif isinstance(counts, (str, bytes)):
             rle = {"size": size, "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
+        else:
+            raise ValueError(f"RLE counts must be a list of run lengths or a compressed string, got {counts!r}")
         if size != [height, width]:
             rle = _encode(_resize_nearest(mask_utils.decode(rle), height, width))
     elif isinstance(segmentation, (np.ndarray, Image.Image)):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Sequence
 
 import torch
@@ -19,7 +20,10 @@ STEP_GAMMA = 0.1
 def _step_factor(step: int, warmup_steps: int, total_steps: int, milestones: Sequence[float], gamma: float) -> float:
     if step < warmup_steps:
         return step / max(warmup_steps, 1)
-    return gamma ** sum(step >= round(fraction * total_steps) for fraction in milestones)
+    # The first step at or past each milestone (rounded up, with a margin for float error in e.g. 33 / 36 * 36): the
+    # trainer counts `num_processes` scheduler steps per optimizer step, and rounding up gives the same optimizer step
+    # for any process count, where `round` (to even, at x.5) could move a milestone by one step.
+    return gamma ** sum(step >= math.ceil(fraction * total_steps - 1e-6) for fraction in milestones)
 
 
 def step_schedule(

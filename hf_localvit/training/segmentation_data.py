@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import re
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,6 @@ from .data import find_column, find_image_column, undecoded_images
 from .errors import DataError
 from .images import decode_annotation, decode_image
 
-logger = logging.getLogger(__name__)
 
 ANNOTATION_COLUMN_NAMES = (
     "annotation", "annotations", "segmentation_map", "segmentation", "semantic_map", "semantic_segmentation",
@@ -136,6 +134,7 @@ def count_classes(
             batched=True,
             batch_size=32,
             remove_columns=rows.column_names,
+            keep_in_memory=True,  # no cache file next to the data (a save_to_disk folder is the user's)
             num_proc=num_proc if num_proc and num_proc > 1 and len(rows) > 256 else None,
             desc=f"Finding the classes of split '{split}' (--id2label-file skips this)",
         )

@@ -20,7 +20,7 @@ import datasets
 import torch
 import transformers
 from accelerate import Accelerator, DataLoaderConfiguration, DistributedType
-from accelerate.utils import ProjectConfiguration, gather_object, set_seed
+from accelerate.utils import ProjectConfiguration, broadcast_object_list, gather_object, set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
@@ -462,7 +462,11 @@ class Trainer:
         for batch in tqdm(self.eval_loader, desc="evaluating", leave=False, disable=not show):
             evaluator.add(accelerator.gather_for_metrics(task.eval_outputs(model, batch)))
         model.train()
-        metrics = evaluator.compute()
+        # Every process holds the gathered outputs; the metric (e.g. a COCO evaluation) is computed once and shared.
+        shared = [evaluator.compute() if accelerator.is_main_process else None]
+        if accelerator.num_processes > 1:
+            broadcast_object_list(shared)
+        metrics = shared[0]
         self.last_eval_seconds = time.time() - start
         return metrics
 

@@ -86,8 +86,16 @@ _FEATURES = datasets.Features(
     }
 )
 _OPTIONAL = {"predictions": ("masks",), "references": ("iscrowd", "area", "masks")}
-# COCOeval.stats indices of the reported values.
-_STATS = {"map": 0, "map_50": 1, "map_75": 2, "map_small": 3, "map_medium": 4, "map_large": 5}
+# The reported values: (IoU threshold, or None for the mean over 0.50:0.05:0.95; area range), as COCOeval's first six
+# `stats`, all at the last (largest) `maxDets`.
+_STATS = {
+    "map": (None, "all"),
+    "map_50": (0.5, "all"),
+    "map_75": (0.75, "all"),
+    "map_small": (None, "small"),
+    "map_medium": (None, "medium"),
+    "map_large": (None, "large"),
+}
 _PREFIX = {"bbox": "", "segm": "mask_"}
 
 
@@ -133,6 +141,18 @@ def _mask_state(records: list[dict], kind: str) -> bool | None:
             "or masks for none."
         )
     return all(given) if given else None
+
+
+def _average_precision(evaluation: Any, iou: float | None, area: str) -> float:
+    """COCOeval.summarize's AP at `params.maxDets[-1]` detections per image. `summarize()` itself reads the headline
+    AP (`stats[0]`) at 100 detections whatever `maxDets` is, so it gives -1 when `max_detections` is not 100."""
+    params = evaluation.params
+    precision = evaluation.eval["precision"]  # (IoU thresholds, recall points, categories, area ranges, maxDets)
+    precision = precision[:, :, :, params.areaRngLbl.index(area), len(params.maxDets) - 1]
+    if iou is not None:
+        precision = precision[np.isclose(params.iouThrs, iou)]
+    valid = precision[precision > -1]
+    return float(np.mean(valid)) if valid.size else -1.0
 
 
 def _coco(dataset: dict) -> Any:
@@ -192,18 +212,28 @@ class CocoMap(evaluate.Metric):
             _check_record(record, "references", ("labels", "iscrowd", "area", "masks"))
         for record in predictions:
             _check_record(record, "predictions", ("scores", "labels", "masks"))
-        image_ids = [record["image_id"] for record in references]
-        if len(set(image_ids)) != len(image_ids):
-            raise ValueError("references: image ids must be unique (each image once).")
-        unknown = {record["image_id"] for record in predictions} - set(image_ids)
+        if isinstance(max_detections, bool) or not isinstance(max_detections, int) or max_detections < 1:
+            raise ValueError(f"max_detections must be a positive integer, got {max_detections!r}.")
+        image_ids = {}
+        for kind, records in (("references", references), ("predictions", predictions)):
+            image_ids[kind] = [record["image_id"] for record in records]
+            if len(set(image_ids[kind])) != len(image_ids[kind]):
+                raise ValueError(f"{kind}: image ids must be unique (each image once).")
+        unknown = set(image_ids["predictions"]) - set(image_ids["references"])
         if unknown:
             raise ValueError(f"predictions for image ids {sorted(unknown)[:10]} that have no reference.")
-        if iou_types is None:
+        if iou_types is not None:
+            iou_types = [iou_types] if isinstance(iou_types, str) else list(iou_types)
+            unknown_types = set(iou_types) - set(_PREFIX)
+            if unknown_types:
+                raise ValueError(f"Unknown iou_types {sorted(unknown_types)}: use 'bbox' and/or 'segm'.")
+        if iou_types is None or "segm" in iou_types:
             masked = _mask_state(references, "references"), _mask_state(predictions, "predictions")
-            iou_types = ["bbox", "segm"] if False not in masked and any(masked) else ["bbox"]
-        unknown_types = set(iou_types) - set(_PREFIX)
-        if unknown_types:
-            raise ValueError(f"Unknown iou_types {sorted(unknown_types)}: use 'bbox' and/or 'segm'.")
+            if iou_types is None:
+                iou_types = ["bbox", "segm"] if False not in masked and any(masked) else ["bbox"]
+            elif False in masked:
+                kind = "references" if masked[0] is False else "predictions"
+                raise ValueError(f"iou_types 'segm' needs one RLE mask per box of every image; the {kind} give none.")
 
         categories = sorted(
             {label for record in [*references, *predictions] for label in record["labels"]}
@@ -258,7 +288,8 @@ class CocoMap(evaluate.Metric):
             with contextlib.redirect_stdout(io.StringIO()):
                 evaluation.evaluate()
                 evaluation.accumulate()
-                evaluation.summarize()
             prefix = _PREFIX[iou_type]
-            results.update({prefix + name: float(evaluation.stats[index]) for name, index in _STATS.items()})
+            results.update(
+                {prefix + name: _average_precision(evaluation, iou, area) for name, (iou, area) in _STATS.items()}
+            )
         return results

@@ -155,7 +155,9 @@ def build_detection_model(args: argparse.Namespace, names: list[str]) -> tuple[t
 class DetectionExample:
     """Row -> model inputs. Training: the augmented image, its x1y1x2y2 `boxes`, `class_labels` and (with masks)
     `masks`, crowd objects left out. Evaluation: the processor's image, the original size and the `reference` (ground
-    truth in original-image pixels, masks as RLE, `image_id` = the row's position in the evaluation set)."""
+    truth in original-image pixels, masks as RLE, `image_id` = the row's position in the evaluation set).
+    `row_numbers` (when rows were left out of the split) maps positions back to the split's row numbers, so that
+    errors name the row the annotation scan and the user see."""
 
     def __init__(
         self,
@@ -166,6 +168,7 @@ class DetectionExample:
         transform: Any,
         training: bool,
         use_masks: bool,
+        row_numbers: list[int] | None = None,
     ) -> None:
         self.fields = fields
         self.categories = categories
@@ -174,18 +177,30 @@ class DetectionExample:
         self.transform = transform
         self.training = training
         self.use_masks = use_masks
+        self.row_numbers = row_numbers
+
+    def _rle(self, k: int, segmentation: Any, box: Any, height: int, width: int, index: int) -> dict[str, Any]:
+        try:
+            return segmentation_to_rle(segmentation, box, height, width)
+        except (ValueError, TypeError, KeyError) as error:
+            raise DataError(
+                f"Row {index} of split '{self.split}': the segmentation of kept object {k} cannot be read ({error}). "
+                "Give polygons, COCO RLE or a 2-D mask per object, or pass --ignore-masks."
+            ) from None
 
     def __call__(self, row: dict[str, Any], index: int) -> dict[str, Any]:
-        image = decode_image(row["image"], index, self.split)
+        number = self.row_numbers[index] if self.row_numbers is not None else index  # for error messages
+        image = decode_image(row["image"], number, self.split)
         width, height = image.size
         objects = parse_annotations(
-            row[self.fields.column], width, height, self.fields, self.categories, self.box_format, self.split, index
+            row[self.fields.column], width, height, self.fields, self.categories, self.box_format, self.split, number
         )
         rles = None
         if self.use_masks:
+            segmentations = objects.segmentations or [None] * len(objects)
             rles = [
-                segmentation_to_rle(segmentation, box, height, width)
-                for segmentation, box in zip(objects.segmentations or [None] * len(objects), objects.boxes)
+                self._rle(k, segmentation, box, height, width, number)
+                for k, (segmentation, box) in enumerate(zip(segmentations, objects.boxes))
             ]
         if not self.training:
             reference = {
@@ -350,6 +365,7 @@ class ObjectDetectionTask(Task):
         for report in reports:
             report.log()
         train_rows = drop_rows_without_objects(splits.train, reports[0])
+        kept_rows = [row for row, count in enumerate(reports[0].objects) if count]
         check_not_empty(train_rows, f"{splits.train_split} (after leaving out the images without objects)")
         eval_rows = splits.validation
         self.test_rows = splits.test if splits.test is not None else eval_rows
@@ -366,7 +382,8 @@ class ObjectDetectionTask(Task):
         self.train_dataset = ExampleDataset(
             train_rows,
             DetectionExample(**common, split=splits.train_split, transform=train_transform, training=True,
-                             use_masks=self.use_masks),  # fmt: skip
+                             use_masks=self.use_masks,
+                             row_numbers=kept_rows if len(train_rows) < len(splits.train) else None),  # fmt: skip
             seed=args.seed,
         )
         eval_transform = detection_eval_transform(self.processor)

@@ -58,12 +58,13 @@ MODEL_PRESETS = (DEMO_MODEL, *UPERNET_DWNET_PRESETS)
 ORIGINAL_CROP_SIZE = 512
 TEST_SCALE_PER_CROP = 4  # the long side limit of the test scale, in crop sizes (2048 = 4 x 512)
 AREAS = ("area_intersect", "area_pred_label", "area_label")
+REDUCED_ZERO_LABEL = 255  # where `reduce_labels` sends 0, in mmseg and in transformers' image processors
 
 
-def _crop_size(text: str) -> int:
+def _size(text: str) -> int:
     value = int(text)
     if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive crop size, got {text}")
+        raise argparse.ArgumentTypeError(f"expected a positive size in pixels, got {text}")
     return value
 
 
@@ -108,11 +109,21 @@ def build_segmentation_model(
     config = load_pretrained_config(args.model, MODEL_PRESETS, args.trust_remote_code)
     warn_if_head_resized(args.model, config.num_labels, len(label_names), "classifier layers are")
     config.id2label, config.label2id = labels["id2label"], labels["label2id"]
-    if hasattr(config, "loss_ignore_index"):
-        config.loss_ignore_index = args.ignore_index
-    backbone_config = getattr(config, "backbone_config", None)
-    if args.drop_path_rate is not None and hasattr(backbone_config, "drop_path_rate"):
-        backbone_config.drop_path_rate = args.drop_path_rate
+    # UperNet calls it `loss_ignore_index`; Segformer, BEiT, DPT, MobileViT, ... `semantic_loss_ignore_index`.
+    ignore_attributes = [name for name in ("loss_ignore_index", "semantic_loss_ignore_index") if hasattr(config, name)]
+    for name in ignore_attributes:
+        setattr(config, name, args.ignore_index)
+    if not ignore_attributes:
+        logger.warning(
+            f"The config of {args.model} names no loss ignore index: its loss may not ignore --ignore-index "
+            f"{args.ignore_index} (the value of unlabelled pixels and of the crop padding)."
+        )
+    if args.drop_path_rate is not None:  # the backbone's (UperNet) or the model's own (Segformer, BEiT, ...)
+        candidates = (getattr(config, "backbone_config", None), config)
+        owner = next((candidate for candidate in candidates if hasattr(candidate, "drop_path_rate")), None)
+        if owner is None:
+            raise FinetuneError(f"--drop-path-rate: the config of {args.model} has no drop_path_rate.")
+        owner.drop_path_rate = args.drop_path_rate
     model = AutoModelForSemanticSegmentation.from_pretrained(
         args.model, config=config, ignore_mismatched_sizes=True, trust_remote_code=args.trust_remote_code
     )
@@ -190,12 +201,12 @@ class SemanticSegmentationTask(Task):
             "v becomes v - 1. Default: off.",
         )
         group.add_argument(
-            "--ignore-index", type=int, default=255, help="Annotation value of pixels without a class (no loss, not "
+            "--ignore-index", type=int, default=REDUCED_ZERO_LABEL, help="Annotation value of pixels without a class (no loss, not "
             "evaluated); also pads the crops. Default: %(default)s."
         )
         group.add_argument(
             "--crop-size",
-            type=_crop_size,
+            type=_size,
             nargs="+",
             default=[ORIGINAL_CROP_SIZE],
             metavar="SIZE",
@@ -204,7 +215,7 @@ class SemanticSegmentationTask(Task):
         )
         group.add_argument(
             "--resize-scale",
-            type=int,
+            type=_size,
             nargs=2,
             metavar=("LONG", "SHORT"),
             help="Keep-ratio resize of evaluation (saved in the image processor) and centre of the training "
@@ -262,6 +273,14 @@ class SemanticSegmentationTask(Task):
             raise FinetuneError(f"--crop-size takes SIZE or HEIGHT WIDTH, got {len(args.crop_size)} numbers.")
         args.crop_size = tuple(args.crop_size * 2 if len(args.crop_size) == 1 else args.crop_size)
         args.ratio_range = _ratio_range(list(args.ratio_range))
+        if not 0 <= args.head_dropout < 1:
+            raise FinetuneError(f"--head-dropout must be in [0, 1), got {args.head_dropout}.")
+        if args.reduce_labels and args.ignore_index != REDUCED_ZERO_LABEL:
+            raise FinetuneError(
+                f"--reduce-labels maps 0 to {REDUCED_ZERO_LABEL}, as mmseg and transformers' image processors do (the "
+                f"saved processor will too), so --ignore-index must be {REDUCED_ZERO_LABEL} with it, not "
+                f"{args.ignore_index}. Drop --ignore-index, or relabel the data and leave out --reduce-labels."
+            )
         source = load_dataset_source(args.dataset, args.dataset_config, args.dataset_revision)
         dsd = source.dataset
         reference = dsd[args.train_split] if args.train_split in dsd else next(iter(dsd.values()))
@@ -281,6 +300,7 @@ class SemanticSegmentationTask(Task):
         dsd, annotation_files = undecoded_annotations(undecoded_images(dsd, "image"))
         splits = prepare_splits(dsd, args, ["image", "annotation"] if annotation_files else ["image"])
         self.test_rows = splits.test if splits.test is not None else splits.validation
+        self.test_split = "test" if splits.test is not None else splits.validation_split
 
         self.label_names, names_source = self._label_names(source, splits)
         num_labels = len(self.label_names)
@@ -292,11 +312,21 @@ class SemanticSegmentationTask(Task):
         logger.info(f"{num_labels} classes, names from {names_source}.")
 
         self.model, self.processor, self.base_model = build_segmentation_model(args, self.label_names)
-        if args.head_dropout > 0 and hasattr(self.model, "decode_head"):
+        upernet = isinstance(self.model, UperNetForSemanticSegmentation)
+        if args.head_dropout > 0 and upernet:  # other models have their own heads (and dropout)
             add_original_head_dropout(self.model, args.head_dropout)
         if args.gradient_checkpointing:
             enable_activation_checkpointing(_backbone_of(self.model))
         self.model = sync_batch_norm(self.model, accelerator, args.sync_batch_norm)
+        # SyncBatchNorm (several CUDA processes) pools the statistics of every process; plain BatchNorm does not.
+        pools_to_1x1 = upernet and 1 in self.model.config.pool_scales
+        plain_batch_norm = any(isinstance(module, torch.nn.BatchNorm2d) for module in self.model.modules())
+        if pools_to_1x1 and plain_batch_norm and args.per_device_train_batch_size < 2:
+            raise FinetuneError(
+                "UperNet's pooling module applies BatchNorm to 1x1 features, which needs at least 2 images per "
+                "process in training (or --sync-batch-norm on several GPUs): use --per-device-train-batch-size 2 or "
+                "more (the original used 2)."
+            )
 
         train_transform = SegmentationTrainTransform(
             self.processor,
@@ -360,7 +390,11 @@ class SemanticSegmentationTask(Task):
 
     def training_loss(self, model: torch.nn.Module, batch: dict[str, Any]) -> torch.Tensor:
         # UperNet's own loss: cross-entropy ignoring `loss_ignore_index` plus the weighted auxiliary head's.
-        return model(pixel_values=batch["pixel_values"], labels=batch["labels"]).loss
+        labels = batch["labels"]
+        loss = model(pixel_values=batch["pixel_values"], labels=labels).loss
+        # Without a labelled pixel in the batch the mean cross-entropy is 0 / 0 = NaN (with zero gradients): count
+        # it as 0, as mmseg's loss does, so that the logged training loss stays a number.
+        return torch.where((labels != self.args.ignore_index).any(), loss, torch.zeros_like(loss))
 
     def eval_outputs(self, model: torch.nn.Module, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         """Per image: the per-class areas of the prediction at the annotation's size, and the summed loss there.
@@ -408,18 +442,24 @@ class SemanticSegmentationTask(Task):
 
         rows = self.test_rows.select(range(min(count, len(self.test_rows))))
         segmenter = pipeline(self.pipeline_task, model=str(model_dir), device="cpu")
-        reader = self.eval_dataset.prepare
+        args = self.args
+        reader = SegmentationExample(
+            None, self.test_split, len(self.label_names), args.ignore_index, args.reduce_labels
+        )
         lines = []
         for index, row in enumerate(rows):
-            image = decode_image(row["image"], index, "held-out")
-            annotation = reader.labels(row, index)
-            labelled = annotation[annotation != self.args.ignore_index]
+            image = decode_image(row["image"], index, self.test_split)
             found = sorted(
                 ((np.asarray(r["mask"]) > 0).mean(), r["label"]) for r in segmenter(image)
             )[::-1]
+            shown = ", ".join(f"{label} {share:.0%}" for share, label in found[:5])
+            if row["annotation"] is None:  # e.g. ADE20K's test split: images without annotations
+                lines.append(f"  held-out image {index}: predicted {shown} | not annotated")
+                continue
+            annotation = reader.labels(row, index)
+            labelled = annotation[annotation != args.ignore_index]
             values, counts = np.unique(labelled, return_counts=True)
             truth = sorted(zip(counts / max(labelled.size, 1), (self.label_names[v] for v in values)))[::-1]
-            shown = ", ".join(f"{label} {share:.0%}" for share, label in found[:5])
             expected = ", ".join(f"{label} {share:.0%}" for share, label in truth[:5])
             lines.append(f"  held-out image {index}: predicted {shown} | annotated {expected}")
         return lines

@@ -21,6 +21,7 @@ from hf_localvit.training.detection_data import (
     Categories,
     ObjectFields,
     decode_rles,
+    encode_masks,
     find_categories,
     find_object_fields,
     parse_annotations,
@@ -257,6 +258,11 @@ def test_segmentations_become_masks_of_the_image_size():
     bitmap = np.zeros((40, 50), dtype=np.uint8)
     bitmap[5:9, 7:12] = 1
     np.testing.assert_array_equal(decode_rles([segmentation_to_rle(bitmap, None, 40, 50)], 40, 50)[0], bitmap)
+    with pytest.raises(ValueError, match="the mask is 50x40 pixels but the image is 60x40"):
+        segmentation_to_rle(bitmap, None, 40, 60)
+    rle = {"size": [40, 50], "counts": encode_masks(bitmap[None])[0]["counts"]}
+    with pytest.raises(ValueError, match="the mask is 50x40 pixels but the image is 50x30"):
+        segmentation_to_rle(rle, None, 30, 50)
 
 
 # ------------------------------------------------------------------------------------------------- transforms

@@ -231,7 +231,8 @@ def parse_annotations(
 def segmentation_to_rle(segmentation: Any, box: np.ndarray, height: int, width: int) -> dict[str, Any]:
     """One object's segmentation as COCO RLE (`counts` a str) at `height` x `width`: polygons (a list of flat
     x, y lists, or one flat list), RLE (compressed or uncompressed `{"size", "counts"}`) or a 2-D mask (array or PIL
-    image). An empty segmentation becomes the filled box, so every object has a mask."""
+    image). An empty segmentation becomes the filled box, so every object has a mask. An RLE or mask of another
+    size than its image is an error: stretching it would misplace the object silently."""
     if isinstance(segmentation, dict) and "counts" in segmentation:
         size = [int(v) for v in segmentation.get("size") or (height, width)]
         counts = segmentation["counts"]
@@ -241,13 +242,13 @@ def segmentation_to_rle(segmentation: Any, box: np.ndarray, height: int, width: 
             rle = {"size": size, "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
         else:
             raise ValueError(f"RLE counts must be a list of run lengths or a compressed string, got {counts!r}")
-        if size != [height, width]:
-            rle = _encode(_resize_nearest(mask_utils.decode(rle), height, width))
+        _check_mask_size(tuple(size), height, width)
     elif isinstance(segmentation, (np.ndarray, Image.Image)):
         binary = np.asarray(segmentation) > 0
         if binary.ndim != 2:
             raise ValueError(f"an instance mask must be 2-D, got shape {binary.shape}")
-        rle = _encode(_resize_nearest(binary.astype(np.uint8), height, width))
+        _check_mask_size(binary.shape, height, width)
+        rle = _encode(binary)
     else:
         segmentation = list(segmentation or [])
         if segmentation and all(isinstance(value, (int, float)) for value in segmentation):
@@ -268,12 +269,12 @@ def _text(counts: Any) -> str:
     return counts.decode("ascii") if isinstance(counts, bytes) else counts
 
 
-def _resize_nearest(binary: np.ndarray, height: int, width: int) -> np.ndarray:
-    if binary.shape == (height, width):
-        return binary
-    rows = (np.arange(height) * binary.shape[0] / height).astype(np.int64)
-    cols = (np.arange(width) * binary.shape[1] / width).astype(np.int64)
-    return binary[rows][:, cols]
+def _check_mask_size(size: tuple[int, ...], height: int, width: int) -> None:
+    if tuple(size) != (height, width):
+        raise ValueError(
+            f"the mask is {size[1]}x{size[0]} pixels but the image is {width}x{height} (width x height); each mask "
+            "must be the size of its image"
+        )
 
 
 def decode_rles(rles: list[dict[str, Any]], height: int, width: int) -> np.ndarray:

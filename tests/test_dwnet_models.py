@@ -309,3 +309,20 @@ def test_inhomogeneous_conv_matches_unfold_formula_with_gradients():
     assert torch.autograd.gradcheck(
         lambda x, w: inhomogeneous_depthwise_conv2d(x, w, padding=1), (features[:1, :, :4, :5], kernels[:1, :, :, :, :4, :5])
     )
+
+
+@pytest.mark.parametrize("padding", [0, 1, 2])
+def test_inhomogeneous_conv_backward_matches_numerical_gradients_for_any_padding_and_layout(padding):
+    """The explicit backward against finite differences: outputs smaller than, equal to and larger than the input,
+    and channels-last operands as the model produces them (kernels from a channels-last 1x1 convolution)."""
+    height, width, out_height, out_width = 4, 5, 4 + 2 * padding - 2, 5 + 2 * padding - 2
+    features = torch.randn(2, 4, height, width, dtype=torch.float64)
+    kernels = torch.randn(2, out_height, out_width, 2, 3, 3, dtype=torch.float64).permute(0, 3, 4, 5, 1, 2)
+    for x in (features, features.contiguous(memory_format=torch.channels_last)):
+        x, w = x.clone().requires_grad_(), kernels.clone().requires_grad_()
+        assert torch.autograd.gradcheck(lambda a, b: inhomogeneous_depthwise_conv2d(a, b, padding=padding), (x, w))
+        output = inhomogeneous_depthwise_conv2d(x, w, padding=padding)
+        assert output.shape == (2, 4, out_height, out_width)
+        assert output.is_contiguous(memory_format=torch.channels_last) == (x.stride(1) == 1)
+        output.sum().backward()
+        assert x.grad.stride() == x.stride()

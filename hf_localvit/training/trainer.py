@@ -549,10 +549,7 @@ class Trainer:
         }
         description, dwnet = f"A {type(model).__name__}", _dwnet_config(model.config)
         if dwnet is not None:
-            architecture = (
-                f"{getattr(dwnet, 'mixer', 'static')} depth-wise convolutions, embed_dim "
-                f"{getattr(dwnet, 'embed_dim', '?')}, depths {getattr(dwnet, 'depths', '?')}"
-            )
+            architecture = f"{dwnet.mixer} depth-wise convolutions, embed_dim {dwnet.embed_dim}, depths {dwnet.depths}"
             owner = "A DWNet image classifier" if dwnet is model.config else f"{description} with a DWNet backbone"
             description = f"{owner} ({architecture})"
         card = build_model_card(
